@@ -1,0 +1,260 @@
+"""DP2FL server aggregation: the pure math of ALGORITHM.md section 2, steps 4-5.
+
+Prompts are flat float vectors (one row per cohort client); ``loss[i, j]`` is the
+validation loss of client i's updated model on client j's validation set (rows = models,
+columns = validation sets). Everything is computed in float64 and returned as new float64
+arrays; inputs are never mutated. Step 6 (the next baseline ``L_k``) is an evaluation of
+``(Pt^(r), Pd_k^(r))`` done by the engine and stored by the client store; nothing here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from dp2fl_ray.errors import ConfigError
+
+GLOBAL_SCHEMES = ("fomo_sum", "softmin", "uniform")
+RNC_DIRECTIONS = ("toward", "away")
+
+
+class PeerSet(IntEnum):
+    """Which set a peer i falls into for client k (stored as int8 codes)."""
+
+    PC = 0  # positive: loss[i, k] < L_k
+    RNC = 1  # retained negative: L_k <= loss[i, k] < alpha * L_k
+    DNC = 2  # discarded negative: loss[i, k] >= alpha * L_k, weight 0
+
+
+def global_weights(
+    loss: np.ndarray, scheme: str = "fomo_sum", tau: float = 1.0, sizes: np.ndarray | None = None
+) -> np.ndarray:
+    """Weights of the cohort's models in the global prompts (step 4); they sum to 1.
+
+    ``fomo_sum`` [paper]: with ``S_i = sum_j loss[i, j]`` and ``S = sum_i S_i``,
+    ``w_i = (S - S_i) / ((m - 1) S)``, so a model with a lower total validation loss weighs
+    more; ``m == 1`` gives ``[1]`` and ``S == 0`` (every loss 0) gives uniform weights.
+    ``softmin``: ``w ∝ exp(-S_i / tau)``, shifted by ``min S_i`` so it cannot overflow.
+    ``uniform``: ``w ∝ sizes`` (PromptFL/FedAvg), equal weights when ``sizes`` is None.
+
+    Args:
+        loss: (m, n) loss matrix, rows = models.
+        scheme: one of ``fomo_sum | softmin | uniform`` (config ``algorithm.global_weights``).
+        tau: softmin temperature, > 0.
+        sizes: (m,) training-data sizes, used by ``uniform`` only.
+
+    Returns:
+        (m,) float64 weights summing to 1.
+
+    Raises:
+        ConfigError: (a ValueError) unknown scheme or non-positive tau.
+        ValueError: ``loss`` is not a non-empty 2-D array, or ``sizes`` has the wrong shape.
+    """
+    loss = np.asarray(loss, dtype=np.float64)
+    if loss.ndim != 2 or loss.shape[0] == 0:
+        raise ValueError(f"loss must be a non-empty (m, n) matrix, got shape {loss.shape}")
+    m = loss.shape[0]
+    totals = loss.sum(axis=1)  # (m,) S_i
+    if scheme == "fomo_sum":
+        total = totals.sum()
+        if m == 1 or total == 0:
+            return np.full(m, 1.0 / m)
+        return (total - totals) / ((m - 1) * total)
+    if scheme == "softmin":
+        if not tau > 0:
+            raise ConfigError("algorithm.tau", tau, "a temperature > 0")
+        logits = np.exp(-(totals - totals.min()) / tau)
+        return logits / logits.sum()
+    if scheme == "uniform":
+        if sizes is None:
+            return np.full(m, 1.0 / m)
+        sizes = np.asarray(sizes, dtype=np.float64)
+        if sizes.shape != (m,) or np.any(sizes < 0) or sizes.sum() <= 0:
+            raise ValueError(f"sizes must be ({m},) non-negative with a positive sum, got {sizes}")
+        return sizes / sizes.sum()
+    raise ConfigError("algorithm.global_weights", scheme, " | ".join(GLOBAL_SCHEMES))
+
+
+def weighted_average(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``sum_i weights[i] * vectors[i]``: (m, D), (m,) -> (D,) float64."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    if vectors.ndim != 2 or weights.shape != (vectors.shape[0],):
+        raise ValueError(f"expected vectors (m, D) and weights (m,), got {vectors.shape} and {weights.shape}")
+    return weights @ vectors  # (D,)
+
+
+def initglo_start(stored: np.ndarray | None, global_data_prompt: np.ndarray) -> np.ndarray:
+    """The data prompt a client starts a round from (step 1, "InitGlo").
+
+    A client seen for the first time (``stored is None``) starts from the global data prompt
+    ``PD^(r-1)``; that start value is also its ``Pd_k^(r-1)`` in step 5. Returns a float64
+    copy so the caller can train it in place without touching the global or stored prompt.
+    """
+    source = global_data_prompt if stored is None else stored
+    return np.array(source, dtype=np.float64, copy=True)
+
+
+@dataclass(frozen=True)
+class DataPromptUpdate:
+    """Step 5 for one client k; every array is indexed by peer i of the cohort."""
+
+    sets: np.ndarray  # (m,) int8 PeerSet codes
+    distances: np.ndarray  # (m,) ||P~d_i - Pd_k^(r-1)||
+    raw_weights: np.ndarray  # (m,) w~[i, k], reported for DNC peers too
+    weights: np.ndarray  # (m,) normalised w[i, k]; 0 for DNC
+    new_prompt: np.ndarray  # (Dd,) Pd_k^(r)
+
+
+def aggregate_data_prompt(
+    previous: np.ndarray,
+    updated: np.ndarray,
+    losses_on_k: np.ndarray,
+    baseline: float,
+    alpha: float,
+    beta: float,
+    rnc_direction: str = "toward",
+    eps: float = 1e-8,
+) -> DataPromptUpdate:
+    """Client k's new data prompt from its peers' updated data prompts (step 5).
+
+    Peers (k itself included) are PC if ``loss < L_k``, DNC if not ``loss < alpha * L_k``
+    (so a NaN loss is discarded), RNC otherwise. Raw weight
+    ``w~ = (L_k - loss) / (||P~d_i - Pd_k^(r-1)|| + eps)``. With PC non-empty, PC peers
+    keep ``w~`` and RNC peers get ``gamma * |w~|`` with
+    ``gamma = clip(min_PC w~ / max_RNC |w~|, 0, 1)`` (1 if RNC is empty or all its raw
+    weights are 0), normalised to sum 1: retained negatives still help the client generalise
+    but never outweigh its weakest positive. With PC empty, RNC peers get
+    ``beta * |w~| / sum_RNC |w~|`` (a move of a fraction beta); a 0 sum, or PC and RNC
+    both empty, means no move. ``away`` keeps those magnitudes and makes RNC weights negative.
+    Update: ``Pd_k^(r) = Pd_k^(r-1) + sum_i w_i (P~d_i - Pd_k^(r-1))``.
+
+    Args:
+        previous: (Dd,) ``Pd_k^(r-1)``; for a first-time client, the global prompt it started from.
+        updated: (m, Dd) every cohort member's ``P~d_i``.
+        losses_on_k: (m,) ``loss[i, k]``.
+        baseline: ``L_k``.
+        alpha: DNC threshold factor, >= 1 (below 1, PC and DNC would overlap).
+        beta: fraction of the move towards RNC peers when PC is empty.
+        rnc_direction: ``toward`` (default) or ``away`` (config ``algorithm.rnc_direction``).
+        eps: added to the distance; a peer at distance 0 dominates and the prompt stays put.
+
+    Raises:
+        ConfigError: (a ValueError) alpha < 1 or an unknown rnc_direction.
+        ValueError: inconsistent shapes.
+    """
+    if rnc_direction not in RNC_DIRECTIONS:
+        raise ConfigError("algorithm.rnc_direction", rnc_direction, " | ".join(RNC_DIRECTIONS))
+    if not alpha >= 1:
+        raise ConfigError("algorithm.alpha", alpha, "a value >= 1", "below 1, PC and DNC overlap")
+    previous = np.asarray(previous, dtype=np.float64)
+    updated = np.asarray(updated, dtype=np.float64)
+    losses = np.asarray(losses_on_k, dtype=np.float64)
+    m = updated.shape[0] if updated.ndim == 2 else -1
+    if previous.ndim != 1 or updated.shape != (m, previous.shape[0]) or losses.shape != (m,):
+        raise ValueError(
+            f"expected previous (Dd,), updated (m, Dd), losses_on_k (m,); "
+            f"got {previous.shape}, {updated.shape}, {losses.shape}"
+        )
+    pc = losses < baseline
+    dnc = ~(losses < alpha * baseline)
+    rnc = ~pc & ~dnc
+    sets = np.where(pc, PeerSet.PC, np.where(rnc, PeerSet.RNC, PeerSet.DNC)).astype(np.int8)
+    deltas = updated - previous  # (m, Dd)
+    distances = np.linalg.norm(deltas, axis=1)  # (m,)
+    raw = (baseline - losses) / (distances + eps)
+    magnitude = np.where(rnc, np.abs(raw), 0.0)  # |w~| of RNC peers, 0 elsewhere
+    weights = np.zeros(m)
+    if pc.any():
+        max_rnc = magnitude.max()
+        gamma = 1.0 if max_rnc == 0 else float(np.clip(raw[pc].min() / max_rnc, 0.0, 1.0))
+        share = np.where(pc, raw, gamma * magnitude)
+        weights = share / share.sum()
+    elif magnitude.sum() > 0:
+        weights = beta * magnitude / magnitude.sum()
+    if rnc_direction == "away":
+        weights = np.where(rnc, -np.abs(weights), weights)
+    moving = weights != 0  # skip zero-weight peers: a diverged (NaN/inf) prompt must not leak in
+    new_prompt = previous + weights[moving] @ deltas[moving]  # (Dd,)
+    return DataPromptUpdate(sets, distances, raw, weights, new_prompt)
+
+
+@dataclass(frozen=True)
+class RoundAggregation:
+    """Steps 4-5 for a whole cohort; (m, m) arrays are indexed [peer i, client k]."""
+
+    global_weights: np.ndarray  # (m,)
+    global_task: np.ndarray  # (Dt,) Pt^(r) = sum_i w_i P~t_i
+    global_data: np.ndarray  # (Dd,) PD^(r) = sum_i w_i P~d_i
+    new_data: np.ndarray  # (m, Dd) each client's Pd_k^(r)
+    sets: np.ndarray  # (m, m) int8 PeerSet codes
+    raw_weights: np.ndarray  # (m, m)
+    weights: np.ndarray  # (m, m)
+    distances: np.ndarray  # (m, m)
+
+
+def aggregate_round(
+    loss: np.ndarray,
+    updated_task: np.ndarray,
+    updated_data: np.ndarray,
+    previous_data: np.ndarray,
+    baselines: np.ndarray,
+    *,
+    alpha: float,
+    beta: float,
+    scheme: str = "fomo_sum",
+    tau: float = 1.0,
+    sizes: np.ndarray | None = None,
+    rnc_direction: str = "toward",
+    eps: float = 1e-8,
+) -> RoundAggregation:
+    """The server's work in one round: global prompts (step 4), every data prompt (step 5).
+
+    Args:
+        loss: (m, m) cross-evaluation losses, rows = models, columns = validation sets.
+        updated_task: (m, Dt) ``P~t_i``.
+        updated_data: (m, Dd) ``P~d_i``.
+        previous_data: (m, Dd) each client's ``Pd_k^(r-1)`` (InitGlo start for first-timers).
+        baselines: (m,) ``L_k``.
+        alpha, beta, rnc_direction, eps: see :func:`aggregate_data_prompt`.
+        scheme, tau, sizes: see :func:`global_weights`.
+
+    Raises:
+        ValueError: inconsistent shapes (a programming error), or a bad option (ConfigError).
+    """
+    loss = np.asarray(loss, dtype=np.float64)
+    task = np.asarray(updated_task, dtype=np.float64)
+    data = np.asarray(updated_data, dtype=np.float64)
+    previous = np.asarray(previous_data, dtype=np.float64)
+    base = np.asarray(baselines, dtype=np.float64)
+    m = loss.shape[0] if loss.ndim == 2 else -1
+    consistent = (
+        loss.shape == (m, m)
+        and base.shape == (m,)
+        and task.ndim == data.ndim == 2
+        and task.shape[0] == data.shape[0] == m
+        and previous.shape == data.shape
+    )
+    if not consistent:
+        raise ValueError(
+            "expected loss (m, m), updated_task (m, Dt), updated_data (m, Dd), "
+            f"previous_data (m, Dd), baselines (m,); got {loss.shape}, {task.shape}, "
+            f"{data.shape}, {previous.shape}, {base.shape}"
+        )
+    weights = global_weights(loss, scheme, tau, sizes)
+    per_client = [
+        aggregate_data_prompt(previous[k], data, loss[:, k], float(base[k]), alpha, beta, rnc_direction, eps)
+        for k in range(m)
+    ]
+    return RoundAggregation(
+        global_weights=weights,
+        global_task=weighted_average(task, weights),
+        global_data=weighted_average(data, weights),
+        new_data=np.stack([u.new_prompt for u in per_client]),  # (m, Dd)
+        sets=np.stack([u.sets for u in per_client], axis=1),  # (m, m) [i, k]
+        raw_weights=np.stack([u.raw_weights for u in per_client], axis=1),
+        weights=np.stack([u.weights for u in per_client], axis=1),
+        distances=np.stack([u.distances for u in per_client], axis=1),
+    )

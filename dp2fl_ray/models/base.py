@@ -1,0 +1,84 @@
+"""The interface every dual-prompt backbone offers the engine.
+
+A model holds a frozen backbone and no trainable state of its own: the prompts of many
+clients come in as rows of two matrices, the task prompts ``(M, Dt)`` and the data prompts
+``(M, Dd)``, and every input sample names the row (``owner``) whose prompts it runs with.
+That is what lets the engine push the samples of many clients through one forward pass.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from dp2fl_ray.models.layout import PromptLayout
+
+
+class DualPromptModel(nn.Module, abc.ABC):
+    """A frozen backbone driven by per-client task and data prompts.
+
+    Subclasses set ``task_layout``, ``data_layout``, ``num_classes`` and implement the
+    three abstract methods. The backbone must be frozen (``requires_grad`` False) and in
+    eval mode; gradients flow only into the prompt rows passed in.
+    """
+
+    task_layout: PromptLayout
+    data_layout: PromptLayout
+    num_classes: int
+
+    def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.device = device
+        self.compute_dtype = dtype
+
+    @abc.abstractmethod
+    def initial_prompts(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The round-0 task prompt ``(Dt,)`` and data prompt ``(Dd,)``, a function of ``seed``."""
+
+    @abc.abstractmethod
+    def class_features(self, task: torch.Tensor) -> torch.Tensor:
+        """Per-model class side of the classifier: ``(M, Dt) -> (M, C, P)``."""
+
+    @abc.abstractmethod
+    def logits(
+        self,
+        inputs: torch.Tensor,
+        task: torch.Tensor,
+        data: torch.Tensor,
+        owner: torch.Tensor,
+        class_feats: torch.Tensor,
+    ) -> torch.Tensor:
+        """Class logits ``(N, C)`` of inputs ``(N, ...)``, sample n run with prompt row ``owner[n]``.
+
+        ``class_feats`` is ``class_features(task)``, computed once per step by the caller.
+        """
+
+    def freeze(self) -> None:
+        """Freeze every backbone parameter and switch to eval mode (no dropout)."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        """Mixed precision as configured: autocast to bf16/fp16, or nothing for float32."""
+        if self.compute_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.compute_dtype)
+
+    def trainable_report(self) -> str:
+        """What trains, for the run log: the two prompt layouts and their sizes."""
+        return (
+            f"task prompt ({self.task_layout.size} params): {self.task_layout.describe()}; "
+            f"data prompt ({self.data_layout.size} params): {self.data_layout.describe()}; "
+            f"frozen backbone: {sum(p.numel() for p in self.parameters())} params"
+        )
+
+
+def iter_chunks(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of ``range(n)`` of at most ``size`` elements."""
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))

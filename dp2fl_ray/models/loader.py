@@ -1,0 +1,109 @@
+"""Build a dual-prompt model from the ``model`` section of the config.
+
+Real checkpoints load with the real library from a local directory (or the hub cache when
+online): ``CLIPModel.from_pretrained(model.path)``. With ``model.path: null`` a tiny random
+CLIP is built from ``model.tiny`` (smoke runs and tests): deterministic, so every worker
+builds the same backbone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer, CLIPConfig, CLIPModel, PreTrainedTokenizerBase
+
+from dp2fl_ray.errors import ModelError
+from dp2fl_ray.models.base import DualPromptModel
+from dp2fl_ray.models.clip_maple import ClipMaple
+from dp2fl_ray.models.tokenizer import SPECIAL_IDS, EOS, BOS, PAD, build_word_tokenizer
+
+BACKBONES = ("clip",)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TINY_BACKBONE_SEED = 0
+TINY_MAX_TOKENS = 77
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda`` without a GPU is an error, not a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelError("model.device is 'cuda' but torch sees no GPU here; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def build_tiny_clip(
+    class_names: Sequence[str], tiny: Any, n_ctx: int, init_text: str
+) -> tuple[CLIPModel, PreTrainedTokenizerBase]:
+    """A small random CLIP plus an offline tokenizer covering the class names.
+
+    ``initializer_factor`` is raised (config default 3): with CLIP's default init every
+    image of a tiny random model gets nearly the same embedding and prompts cannot learn.
+    """
+    texts = [init_text, " ".join(["X"] * n_ctx)] + [f"{name}." for name in class_names]
+    tokenizer = build_word_tokenizer(texts, TINY_MAX_TOKENS)
+    common = dict(
+        hidden_size=tiny.hidden,
+        intermediate_size=4 * tiny.hidden,
+        num_hidden_layers=tiny.layers,
+        num_attention_heads=tiny.heads,
+    )
+    config = CLIPConfig(
+        text_config=dict(
+            common,
+            vocab_size=len(tokenizer.get_vocab()),
+            max_position_embeddings=TINY_MAX_TOKENS,
+            bos_token_id=SPECIAL_IDS[BOS],
+            eos_token_id=SPECIAL_IDS[EOS],
+            pad_token_id=SPECIAL_IDS[PAD],
+        ),
+        vision_config=dict(common, image_size=tiny.image_size, patch_size=tiny.patch_size),
+        projection_dim=tiny.projection,
+        initializer_factor=tiny.initializer_factor,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_BACKBONE_SEED)
+        clip = CLIPModel(config)
+    return clip, tokenizer
+
+
+def load_clip(path: str) -> tuple[CLIPModel, PreTrainedTokenizerBase]:
+    """``CLIPModel`` and its tokenizer from a directory written by ``save_pretrained``."""
+    if os.path.isdir(path) and not any(
+        f.endswith((".safetensors", ".bin")) for f in os.listdir(path)
+    ):
+        raise ModelError(
+            f"model.path {path!r} has no weights (*.safetensors or *.bin); save the model "
+            "there with CLIPModel.save_pretrained(path)"
+        )
+    try:
+        clip = CLIPModel.from_pretrained(path, attn_implementation="sdpa")
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"cannot load a CLIP model from model.path {path!r}: {exc}. Point model.path at a "
+            "directory written by CLIPModel.save_pretrained and tokenizer.save_pretrained "
+            "(no network is used at run time)"
+        ) from exc
+    return clip, tokenizer
+
+
+def build_model(model_cfg: Any, class_names: Sequence[str]) -> DualPromptModel:
+    """The configured backbone with dual prompts, frozen, on the configured device."""
+    if model_cfg.backbone not in BACKBONES:
+        raise ModelError(
+            f"model.backbone {model_cfg.backbone!r} is not available in this version; "
+            f"available: {', '.join(BACKBONES)}"
+        )
+    device = resolve_device(model_cfg.device)
+    prompt = model_cfg.prompt
+    if model_cfg.path is None:
+        clip, tokenizer = build_tiny_clip(class_names, model_cfg.tiny, prompt.n_ctx, prompt.init)
+    else:
+        clip, tokenizer = load_clip(model_cfg.path)
+    return ClipMaple(
+        clip, tokenizer, class_names, prompt.n_ctx, prompt.depth, prompt.init, device, DTYPES[model_cfg.dtype]
+    )

@@ -1,0 +1,61 @@
+"""The in-memory client store: per-client data prompt, baseline loss and rounds seen.
+
+A client has a row only once it has been sampled; a population of 10^7 costs nothing until
+its clients take part. Rows are float32 numpy vectors (what travels through Ray anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ClientState:
+    """What the server remembers of one client between its participations."""
+
+    data_prompt: np.ndarray  # float32 (Dd,)
+    baseline: float  # L_k: the client's validation loss at the end of its last participation
+    rounds_seen: int
+
+
+class InMemoryClientStore:
+    """Client rows in a dict keyed by client id (small and medium runs)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[int, ClientState] = {}
+
+    def get_many(self, client_ids: Iterable[int]) -> list[ClientState | None]:
+        """Each client's state, or None for a client never seen."""
+        return [self._rows.get(int(c)) for c in client_ids]
+
+    def put_many(self, client_ids: Sequence[int], states: Sequence[ClientState]) -> None:
+        """Store (replace) the rows of ``client_ids``."""
+        if len(client_ids) != len(states):
+            raise ValueError(f"{len(client_ids)} ids but {len(states)} states")
+        for c, s in zip(client_ids, states):
+            self._rows[int(c)] = ClientState(np.asarray(s.data_prompt, np.float32).copy(), float(s.baseline), int(s.rounds_seen))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, client_id: object) -> bool:
+        return client_id in self._rows
+
+    def bytes_per_client(self) -> int:
+        """Bytes of one row's payload (prompt + baseline + rounds seen), 0 when empty."""
+        for row in self._rows.values():
+            return int(row.data_prompt.nbytes) + 8 + 8
+        return 0
+
+    def total_bytes(self) -> int:
+        return self.bytes_per_client() * len(self._rows)
+
+    def snapshot(self) -> dict[int, ClientState]:
+        """A copy of every row (for checkpoints)."""
+        return dict(self._rows)
+
+    def restore(self, rows: dict[int, ClientState]) -> None:
+        self._rows = dict(rows)
