@@ -50,6 +50,7 @@ def build_tiny_clip(
         intermediate_size=4 * tiny.hidden,
         num_hidden_layers=tiny.layers,
         num_attention_heads=tiny.heads,
+        initializer_factor=tiny.initializer_factor,  # each sub-model reads its own config's factor
     )
     config = CLIPConfig(
         text_config=dict(

@@ -1,0 +1,47 @@
+"""The only Ray actors: backbone workers and the aggregator, thin shells over the cores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from dp2fl_ray.runtime.aggregation import AggregatorCore
+from dp2fl_ray.runtime.work import WorkerCore
+
+
+@ray.remote
+class BackboneWorker(WorkerCore):
+    """Loads the backbone and data once; runs slices of training and evaluation."""
+
+    def ping(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+@ray.remote
+class Aggregator(AggregatorCore):
+    """Holds the global prompts and the client store; pinned to the driver's node."""
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+def start_workers(config_dict: dict[str, Any], runtime: Any) -> list[Any]:
+    """The backbone worker pool: ``runtime.workers`` actors with the configured resources."""
+    threads = max(1, int(runtime.cpus_per_worker))
+    return [
+        BackboneWorker.options(num_cpus=runtime.cpus_per_worker, num_gpus=runtime.gpus_per_worker).remote(
+            config_dict, threads
+        )
+        for _ in range(runtime.workers)
+    ]
+
+
+def start_aggregator(algorithm: Any, initial_task: np.ndarray, initial_data: np.ndarray) -> Any:
+    """The aggregator actor, on the driver's node (soft=False: it must not wander)."""
+    here = ray.get_runtime_context().get_node_id()
+    return Aggregator.options(
+        num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False)
+    ).remote(algorithm, initial_task, initial_data)

@@ -1,0 +1,35 @@
+"""Cohort sampling and slicing: pure functions of (seed, round), no population in memory."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from dp2fl_ray.seeding import rng_for
+
+
+def sample_cohort(seed: int, round_idx: int, population: int, cohort: int) -> np.ndarray:
+    """``cohort`` distinct client ids in ``[0, population)``, sorted, seeded by (seed, round).
+
+    The whole population is never materialised: for a cohort much smaller than the
+    population numpy draws by rejection, so 10^7 clients cost as little as 10.
+    """
+    if cohort > population:
+        raise ValueError(f"cohort {cohort} > population {population}")
+    if cohort == population:
+        return np.arange(population, dtype=np.int64)
+    ids = rng_for(seed, "cohort", round_idx).choice(population, size=cohort, replace=False)
+    return np.sort(ids.astype(np.int64))
+
+
+def held_out_clients(population: int, new_clients: int) -> np.ndarray:
+    """Ids of the held-out clients the global model is evaluated on: never sampled for training."""
+    return np.arange(population, population + new_clients, dtype=np.int64)
+
+
+def cut_slices(m: int, workers: int, max_per_slice: int) -> list[slice]:
+    """Contiguous slices of a cohort of ``m``: at most ``max_per_slice`` each, and at least one
+    per worker when the cohort allows (so no worker idles while another runs two slices)."""
+    size = max(1, min(max_per_slice, math.ceil(m / max(1, workers))))
+    return [slice(lo, min(m, lo + size)) for lo in range(0, m, size)]

@@ -1,0 +1,289 @@
+"""The round loop on Ray: ``run_experiment(config)`` is what the CLI, Tune and jobs all call.
+
+The driver samples cohorts, cuts them into slices, hands slices to the backbone worker pool
+as stateless work, gathers results in client-id order (never completion order), and asks the
+aggregator actor to turn them into the next state. Metrics are written at each round's end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from ray.util import ActorPool
+
+from dp2fl_ray.config import ExperimentConfig, config_to_dict, save_config
+from dp2fl_ray.errors import ConfigError
+from dp2fl_ray.metrics import MetricsWriter, atomic_write, write_json
+from dp2fl_ray.runtime import records
+from dp2fl_ray.runtime.actors import start_aggregator, start_workers
+from dp2fl_ray.runtime.cohort import cut_slices, held_out_clients, sample_cohort
+from dp2fl_ray.runtime.progress import RoundProgress
+from dp2fl_ray.runtime.work import EvalResult, TrainResult
+
+log = logging.getLogger("dp2fl_ray")
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    *,
+    output_dir: str | os.PathLike[str] | None = None,
+    run_name: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run one experiment end to end and return its summary (also in ``summary.json``).
+
+    Starts a local Ray (``ray.init()``) unless Ray is already up, or ``runtime.address`` /
+    ``RAY_ADDRESS`` name a cluster. The run directory is ``<output_dir>/<run_name>``
+    (defaults: ``output.dir`` and ``<name>-<UTC timestamp>``).
+    """
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(output_dir or config.output.dir) / (run_name or f"{config.name}-{stamp}")
+    if (run_dir / "summary.json").exists():
+        raise ConfigError("output.dir", str(run_dir), "a new run directory", "it already holds a run; pick another name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    summary: dict[str, Any] = {"name": config.name, "status": "running", "run_dir": str(run_dir)}
+    write_json(run_dir / "summary.json", summary)
+    started_ray = connect_ray(config.runtime.address)
+    try:
+        summary.update(Simulation(config, run_dir, progress).run())
+        summary["status"] = "completed"
+        return summary
+    except BaseException as exc:
+        summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        write_json(run_dir / "summary.json", summary)
+        if started_ray:
+            ray.shutdown()
+
+
+def connect_ray(address: str | None) -> bool:
+    """Join the configured cluster or start a local one; True if this call started Ray."""
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    return True
+
+
+def check_pool_fits(cluster: dict[str, float], workers: int, cpus: float, gpus: float) -> None:
+    """Fail fast, naming the knob, when the worker pool can never be placed on the cluster."""
+    need_cpu, have_cpu = workers * cpus, cluster.get("CPU", 0.0)
+    if need_cpu > have_cpu:
+        raise ConfigError(
+            "runtime.workers", workers, f"workers x runtime.cpus_per_worker <= {have_cpu:g} CPUs of this cluster",
+            f"{workers} x {cpus:g} = {need_cpu:g}; lower runtime.workers or runtime.cpus_per_worker",
+        )  # fmt: skip
+    need_gpu, have_gpu = workers * gpus, cluster.get("GPU", 0.0)
+    if need_gpu > have_gpu:
+        raise ConfigError(
+            "runtime.gpus_per_worker", gpus, f"workers x gpus_per_worker <= {have_gpu:g} GPUs of this cluster",
+            "set runtime.gpus_per_worker: 0 to run on CPUs",
+        )  # fmt: skip
+
+
+class Simulation:
+    """One experiment's actors and round loop (the driver side)."""
+
+    def __init__(self, config: ExperimentConfig, run_dir: Path, progress: bool) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.metrics = MetricsWriter(run_dir)
+        self.show_progress = progress
+
+    def run(self) -> dict[str, Any]:
+        cfg, rt = self.config, self.config.runtime
+        t0 = time.perf_counter()
+        check_pool_fits(ray.cluster_resources(), rt.workers, rt.cpus_per_worker, rt.gpus_per_worker)
+        self.workers = start_workers(config_to_dict(cfg), rt)
+        self.pool = ActorPool(self.workers)
+        info = ray.get(self.workers[0].describe.remote())
+        init_task, init_data = ray.get(self.workers[0].initial_prompts.remote())
+        ray.get([w.ping.remote() for w in self.workers])  # every backbone loaded
+        self.aggregator = start_aggregator(cfg.algorithm, init_task, init_data)
+        log.info("trainable: %s", info["trainable"])
+        startup_s = time.perf_counter() - t0
+        held_out = held_out_clients(cfg.federation.population, cfg.federation.new_clients)
+        round_s, updates = 0.0, 0
+        outcome = None
+        with RoundProgress(cfg.federation.rounds, enabled=self.show_progress) as bar:
+            for r in range(1, cfg.federation.rounds + 1):
+                outcome = self.run_round(r, held_out, bar)
+                round_s += outcome.timings["wall_s"]
+                updates += len(outcome.cohort)
+                if cfg.output.checkpoint_every and r % cfg.output.checkpoint_every == 0:
+                    self.checkpoint(r)
+        assert outcome is not None  # rounds >= 1 is validated by the config
+        zero_shot = self.zero_shot(outcome.cohort)
+        store = ray.get(self.aggregator.store_stats.remote())
+        return {
+            "rounds_completed": cfg.federation.rounds,
+            "algorithm": cfg.algorithm.name,
+            "population": cfg.federation.population,
+            "cohort": cfg.federation.cohort,
+            "personalized_acc": _mean_acc(outcome.personal_test),
+            "personalized_micro_f1": float(np.nanmean(outcome.personal_test.micro_f1)),
+            "global_acc": _mean_acc(outcome.global_test),
+            "zero_shot_acc": _mean_acc(zero_shot),
+            "majority_acc": float(np.mean(outcome.personal_test.majority_acc)),
+            "client_updates_per_s": updates / round_s if round_s > 0 else float("nan"),
+            "startup_s": startup_s,
+            "wall_s": time.perf_counter() - t0,
+            "workers": rt.workers,
+            "backbone_params": info["backbone_params"],
+            "task_prompt_size": info["task_prompt_size"],
+            "data_prompt_size": info["data_prompt_size"],
+            **store,
+        }
+
+    def run_round(self, r: int, held_out: np.ndarray, bar: RoundProgress) -> records.RoundOutcome:
+        cfg = self.config
+        t_round = time.perf_counter()
+        timings: dict[str, float] = {}
+        cohort = sample_cohort(cfg.seed, r, cfg.federation.population, cfg.federation.cohort)
+        m = len(cohort)
+        slices = cut_slices(m, len(self.workers), cfg.runtime.clients_per_slice)
+        start = ray.get(self.aggregator.start_round.remote(cohort))
+        need = start.first_time | (cfg.algorithm.baseline == "refresh")
+        bar.phase(r, "train")
+
+        t = time.perf_counter()
+        task_rows = np.repeat(start.global_task[None], m, axis=0)  # (m, Dt)
+        trained: list[TrainResult] = self._map(
+            lambda w, s: w.train_slice.remote(r, cohort[s], task_rows[s], start.data[s], need[s]), slices
+        )
+        task = np.concatenate([x.task for x in trained])  # (m, Dt)
+        data = np.concatenate([x.data for x in trained])  # (m, Dd)
+        train_loss = np.concatenate([x.train_loss for x in trained])
+        n_train = np.concatenate([x.n_train for x in trained])
+        baselines = np.where(need, np.concatenate([x.start_val_loss for x in trained]), start.baselines)
+        timings["train_s"] = time.perf_counter() - t
+
+        bar.phase(r, "cross-eval")
+        t = time.perf_counter()
+        loss = self.cross_evaluate(cohort, task, data, slices)
+        timings["crosseval_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        agg = ray.get(self.aggregator.aggregate.remote(loss, task, data, start.data, baselines, n_train))
+        timings["aggregate_s"] = time.perf_counter() - t
+
+        bar.phase(r, "evaluate")
+        t = time.perf_counter()
+        personal_task = np.repeat(agg.global_task[None].astype(np.float32), m, axis=0)
+        new_data = agg.new_data.astype(np.float32)
+        personal_val = self.evaluate_own(cohort, personal_task, new_data, "val", slices, keep=False)
+        personal_test = self.evaluate_own(cohort, personal_task, new_data, "test", slices, keep=True)
+        global_test = self.evaluate_global(agg.global_task, agg.global_data, held_out)
+        timings["eval_s"] = time.perf_counter() - t
+
+        ray.get(self.aggregator.commit.remote(cohort, new_data, personal_val.loss))
+        timings["wall_s"] = time.perf_counter() - t_round
+        outcome = records.RoundOutcome(
+            r, cohort, start, baselines, train_loss, n_train, loss, agg,
+            personal_val, personal_test, held_out, global_test, timings,
+        )  # fmt: skip
+        acc, g_acc = _mean_acc(personal_test), _mean_acc(global_test)
+        f1 = float(np.nanmean(personal_test.micro_f1))
+        self.metrics.write("clients", r, records.clients_frame(outcome))
+        self.metrics.write("evals", r, records.evals_frame(outcome))
+        self.metrics.write("aggregation", r, records.aggregation_frame(outcome))
+        self.metrics.write("rounds", r, records.rounds_frame(outcome, acc, g_acc, f1))
+        bar.done(r, loss=float(np.mean(train_loss)), acc=acc, global_acc=g_acc)
+        return outcome
+
+    def cross_evaluate(self, cohort: np.ndarray, task: np.ndarray, data: np.ndarray, slices: list[slice]) -> np.ndarray:
+        """The m x m validation-loss matrix: every model on every cohort client's val set."""
+        m = len(cohort)
+        task_ref, data_ref = ray.put(task), ray.put(data)  # shared by every block, zero-copy
+        results: list[EvalResult] = self._map(
+            lambda w, s: w.evaluate.remote(task_ref, data_ref, cohort[s], "val", _all_pairs(m, s.stop - s.start)),
+            slices,
+        )
+        loss = np.empty((m, m))
+        for s, res in zip(slices, results):
+            loss[:, s] = res.loss.reshape(m, s.stop - s.start)  # pairs are (model i, set jj) row-major
+        return loss
+
+    def evaluate_own(
+        self, cohort: np.ndarray, task: np.ndarray, data: np.ndarray, split: str, slices: list[slice], keep: bool
+    ) -> EvalResult:
+        """Each client's own model on its own split (pairs (k, k)), gathered in cohort order."""
+        results: list[EvalResult] = self._map(
+            lambda w, s: w.evaluate.remote(
+                task[s], data[s], cohort[s], split, _diagonal(s.stop - s.start), keep
+            ),
+            slices,
+        )
+        return _concat_evals(results)
+
+    def evaluate_global(self, task: np.ndarray, data: np.ndarray, clients: np.ndarray) -> EvalResult | None:
+        """One model (the global one) on the test splits of ``clients``."""
+        if len(clients) == 0:
+            return None
+        slices = cut_slices(len(clients), len(self.workers), self.config.runtime.clients_per_slice)
+        t, d = task[None].astype(np.float32), data[None].astype(np.float32)
+        results: list[EvalResult] = self._map(
+            lambda w, s: w.evaluate.remote(t, d, clients[s], "test", _to_model_zero(s.stop - s.start), True),
+            slices,
+        )
+        return _concat_evals(results)
+
+    def zero_shot(self, cohort: np.ndarray) -> EvalResult:
+        """The untrained start model on the same test splits as the final personalised numbers."""
+        task, data = ray.get(self.aggregator.initial_prompts.remote())
+        result = self.evaluate_global(task, data, cohort)
+        assert result is not None
+        return result
+
+    def checkpoint(self, r: int) -> None:
+        """The aggregator's full state after round r, written atomically."""
+        state = {"round": r, "config": config_to_dict(self.config), "aggregator": ray.get(self.aggregator.snapshot.remote())}
+        path = self.run_dir / "checkpoints" / f"round-{r:05d}.pt"
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+    def _map(self, submit: Callable[[Any, slice], Any], slices: Sequence[slice]) -> list[Any]:
+        """Run one task per slice on the pool; results in slice order, not completion order."""
+        return list(self.pool.map(submit, list(slices)))
+
+
+def _all_pairs(m: int, n_sets: int) -> np.ndarray:
+    i, j = np.meshgrid(np.arange(m), np.arange(n_sets), indexing="ij")
+    return np.stack([i.ravel(), j.ravel()], axis=1)  # (m * n_sets, 2), row-major in i
+
+
+def _diagonal(n: int) -> np.ndarray:
+    return np.stack([np.arange(n), np.arange(n)], axis=1)  # (n, 2)
+
+
+def _to_model_zero(n: int) -> np.ndarray:
+    return np.stack([np.zeros(n, np.int64), np.arange(n)], axis=1)  # (n, 2)
+
+
+def _concat_evals(results: Sequence[EvalResult]) -> EvalResult:
+    return EvalResult(
+        loss=np.concatenate([r.loss for r in results]),
+        correct=np.concatenate([r.correct for r in results]),
+        count=np.concatenate([r.count for r in results]),
+        micro_f1=np.concatenate([r.micro_f1 for r in results]),
+        macro_f1=np.concatenate([r.macro_f1 for r in results]),
+        majority_acc=np.concatenate([r.majority_acc for r in results]),
+        seconds=float(sum(r.seconds for r in results)),
+    )
+
+
+def _mean_acc(result: EvalResult | None) -> float:
+    """Mean over clients of per-client accuracy (the paper averages clients, not samples)."""
+    if result is None:
+        return float("nan")
+    return float(np.mean(result.correct / np.maximum(result.count, 1)))

@@ -1,0 +1,174 @@
+"""What a backbone worker does, without Ray: the actor in ``worker.py`` is a thin shell.
+
+A worker holds the frozen backbone, the data source and the partitioner, built once. Work
+arrives as stateless requests (client ids plus prompt rows) and leaves as results carrying
+everything it produced, so any worker can run any slice and a lost slice is simply rerun.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from dp2fl_ray.config import ExperimentConfig, config_from_dict
+from dp2fl_ray.data import Partitioner, load_source, majority_class
+from dp2fl_ray.engine import ClientData, LocalTraining, evaluate_pairs, train_clients
+from dp2fl_ray.engine.scores import macro_f1, micro_f1
+from dp2fl_ray.models.loader import build_model
+from dp2fl_ray.seeding import derive_seed
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Per client of a slice (client-id order of the request)."""
+
+    client_ids: np.ndarray  # (B,) int64
+    task: np.ndarray  # (B, Dt) float32, the trained task prompts
+    data: np.ndarray  # (B, Dd) float32, the trained data prompts
+    train_loss: np.ndarray  # (B,) mean training loss
+    start_val_loss: np.ndarray  # (B,) loss of the start model on val (NaN where not asked)
+    n_train: np.ndarray  # (B,)
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Per (model row, set) pair of the request."""
+
+    loss: np.ndarray  # (P,)
+    correct: np.ndarray  # (P,)
+    count: np.ndarray  # (P,)
+    micro_f1: np.ndarray  # (P,) NaN unless predictions were asked for
+    macro_f1: np.ndarray  # (P,)
+    majority_acc: np.ndarray  # (P,) the set's client always predicting its majority training class
+    seconds: float
+
+
+def local_training(config: ExperimentConfig) -> LocalTraining:
+    """Local SGD hyperparameters from the ``train`` (and FedProx's ``algorithm.mu``) config."""
+    t = config.train
+    mu = config.algorithm.mu if config.algorithm.name == "fedprox" else 0.0
+    return LocalTraining(t.local_epochs, t.batch_size, t.lr, t.momentum, t.weight_decay, mu)
+
+
+class WorkerCore:
+    """Backbone, data and partitioner of one worker; runs slices of training and evaluation."""
+
+    def __init__(self, config: dict[str, Any] | ExperimentConfig, num_threads: int | None = None) -> None:
+        self.config = config if isinstance(config, ExperimentConfig) else config_from_dict(config)
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        cfg = self.config
+        self.source = load_source(cfg.data.source, cfg.data.path, cfg.seed)
+        p = cfg.data.partition
+        self.partitioner = Partitioner(
+            self.source, p.scheme, cfg.seed, alpha=p.alpha, shots=p.shots,
+            drop_class_fraction=p.drop_class_fraction, keep_fraction=p.keep_fraction,
+            dominant_fraction=p.dominant_fraction, val_fraction=p.val_fraction,
+            test_fraction=p.test_fraction, samples_per_client=p.samples_per_client,
+        )  # fmt: skip
+        self.model = build_model(cfg.model, self.source.class_names)
+        self.hp = local_training(cfg)
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for the run's log and summary."""
+        return {
+            "trainable": self.model.trainable_report(),
+            "task_prompt_size": self.model.task_layout.size,
+            "data_prompt_size": self.model.data_layout.size,
+            "backbone_params": sum(p.numel() for p in self.model.parameters()),
+            "device": str(self.model.device),
+            "threads": torch.get_num_threads(),
+        }
+
+    def initial_prompts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Round-0 task and data prompts, a function of the experiment seed only."""
+        task, data = self.model.initial_prompts(derive_seed(self.config.seed, "init-prompts"))
+        return task.numpy(), data.numpy()
+
+    def client_data(self, client_id: int, split: str) -> ClientData:
+        """One client's split, computed on demand from (seed, client id)."""
+        idx = self.partitioner.client(int(client_id))
+        if split == "train":
+            x, y = self.source.train.take(idx.train)
+        elif split == "val":
+            x, y = self.source.val_pool.take(idx.val)
+        elif split == "test":
+            x, y = self.source.test.take(idx.test)
+        else:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return ClientData(x, y)
+
+    def train_slice(
+        self,
+        round_idx: int,
+        client_ids: Sequence[int],
+        task: np.ndarray,
+        data: np.ndarray,
+        need_start_loss: Sequence[bool],
+    ) -> TrainResult:
+        """Train a slice of clients together from their start prompts ``(B, Dt)``, ``(B, Dd)``."""
+        start = time.perf_counter()
+        ids = np.asarray(client_ids, np.int64)
+        t0, d0 = torch.from_numpy(np.array(task, np.float32)), torch.from_numpy(np.array(data, np.float32))
+        start_loss = np.full(len(ids), np.nan, np.float32)
+        asked = [k for k, need in enumerate(need_start_loss) if need]
+        if asked:
+            val_sets = [self.client_data(ids[k], "val") for k in asked]
+            ev = evaluate_pairs(
+                self.model, t0[asked], d0[asked], val_sets, [(a, a) for a in range(len(asked))],
+                self.config.train.eval_batch_size,
+            )  # fmt: skip
+            start_loss[asked] = ev.loss.numpy()
+        train_sets = [self.client_data(c, "train") for c in ids]
+        seeds = [derive_seed(self.config.seed, "shuffle", round_idx, int(c)) for c in ids]
+        out = train_clients(self.model, t0, d0, train_sets, self.hp, seeds)
+        return TrainResult(
+            client_ids=ids,
+            task=out.task.numpy(),
+            data=out.data.numpy(),
+            train_loss=out.mean_loss.numpy(),
+            start_val_loss=start_loss,
+            n_train=np.array([len(s) for s in train_sets], np.int64),
+            seconds=time.perf_counter() - start,
+        )
+
+    def evaluate(
+        self,
+        task: np.ndarray,
+        data: np.ndarray,
+        set_clients: Sequence[int],
+        split: str,
+        pairs: np.ndarray,
+        keep_predictions: bool = False,
+    ) -> EvalResult:
+        """Evaluate model rows on clients' splits; ``pairs[p] = (model row, index into set_clients)``."""
+        start = time.perf_counter()
+        sets = [self.client_data(c, split) for c in set_clients]
+        pair_list = [(int(i), int(j)) for i, j in np.asarray(pairs).reshape(-1, 2)]
+        out = evaluate_pairs(
+            self.model, torch.from_numpy(np.array(task, np.float32)), torch.from_numpy(np.array(data, np.float32)),
+            sets, pair_list, self.config.train.eval_batch_size, keep_predictions,
+        )  # fmt: skip
+        n = len(pair_list)
+        mi, ma, maj = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+        majority = {}
+        for p, (_, j) in enumerate(pair_list):
+            if j not in majority:
+                train_labels = self.source.train.labels[self.partitioner.client(int(set_clients[j])).train]
+                majority[j] = float(np.mean(sets[j].labels.numpy() == majority_class(train_labels)))
+            maj[p] = majority[j]
+            if out.predictions is not None:
+                y, yhat = sets[j].labels.numpy(), out.predictions[p].numpy()
+                mi[p], ma[p] = micro_f1(y, yhat), macro_f1(y, yhat)
+        return EvalResult(
+            loss=out.loss.numpy(), correct=out.correct.numpy(), count=out.count.numpy(),
+            micro_f1=mi, macro_f1=ma, majority_acc=maj, seconds=time.perf_counter() - start,
+        )  # fmt: skip

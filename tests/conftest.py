@@ -1,0 +1,42 @@
+"""Shared fixtures: offline hub, a tiny model config, and ONE local Ray cluster per session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub look-up would hang ~45 s, then fail
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from dp2fl_ray.config import ExperimentConfig, config_from_dict  # noqa: E402
+
+TINY = {"hidden": 64, "layers": 2, "heads": 4, "projection": 32, "image_size": 16, "patch_size": 8}
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> ExperimentConfig:
+    """A small, fast experiment: tiny CLIP on digits, 4 clients."""
+    return config_from_dict(
+        {
+            "name": "test",
+            "model": {"tiny": TINY, "prompt": {"n_ctx": 2, "depth": 2}, "device": "cpu"},
+            "data": {"source": "digits"},
+            "federation": {"population": 4, "cohort": 4, "rounds": 2, "new_clients": 1},
+            "train": {"local_epochs": 1, "batch_size": 8},
+            "runtime": {"workers": 2, "cpus_per_worker": 1, "clients_per_slice": 2},
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """One local Ray cluster shared by every Ray test of the session."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()

@@ -1,0 +1,52 @@
+"""The aggregator's state machine: InitGlo for first-timers, commits into the client store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dp2fl_ray.config import AlgorithmConfig
+from dp2fl_ray.errors import RunError
+from dp2fl_ray.runtime.aggregation import AggregatorCore
+
+
+def _core() -> AggregatorCore:
+    return AggregatorCore(AlgorithmConfig(), np.array([1.0, 2.0]), np.array([0.0, 0.0, 0.0]))
+
+
+def test_first_time_clients_start_from_the_global_data_prompt() -> None:
+    core = _core()
+    start = core.start_round(np.array([3, 7]))
+    assert start.first_time.tolist() == [True, True]
+    assert np.all(np.isnan(start.baselines))
+    assert np.array_equal(start.data, np.zeros((2, 3)))
+
+
+def test_a_round_moves_global_state_and_stores_clients() -> None:
+    core = _core()
+    cohort = np.array([3, 7])
+    start = core.start_round(cohort)
+    loss = np.array([[1.0, 1.0], [3.0, 3.0]])  # S = [2, 6], S = 8: w = [(8-2)/8, (8-6)/8] = [0.75, 0.25]
+    task = np.array([[1.0, 1.0], [5.0, 5.0]])
+    data = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    agg = core.aggregate(loss, task, data, start.data, np.array([2.0, 2.0]), np.array([10, 10]))
+    assert agg.global_weights.tolist() == pytest.approx([0.75, 0.25])
+    assert core.global_prompts()[0].tolist() == pytest.approx([2.0, 2.0])  # 0.75*1 + 0.25*5
+    core.commit(cohort, agg.new_data, np.array([0.5, 0.6]))
+    again = core.start_round(cohort)
+    assert again.first_time.tolist() == [False, False]
+    assert again.baselines.tolist() == pytest.approx([0.5, 0.6])
+    assert np.allclose(again.data, agg.new_data)
+    stats = core.store_stats()
+    assert stats["clients_stored"] == 2 and stats["store_bytes"] == 2 * stats["bytes_per_client"] > 0
+    newcomer = core.start_round(np.array([9]))
+    assert newcomer.first_time.tolist() == [True]
+    assert np.allclose(newcomer.data[0], core.global_prompts()[1])  # InitGlo: the *current* global
+
+
+def test_non_finite_losses_stop_the_round_with_a_clear_error() -> None:
+    core = _core()
+    start = core.start_round(np.array([0, 1]))
+    with pytest.raises(RunError, match="non-finite"):
+        core.aggregate(np.array([[1.0, np.nan], [1.0, 1.0]]), np.ones((2, 2)), np.ones((2, 3)), start.data,
+                       np.array([1.0, 1.0]), np.array([1, 1]))  # fmt: skip
