@@ -105,6 +105,9 @@ class ModelConfig(_Section):
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    name: str | None = None  # timm architecture for backbone vit, e.g. vit_base_patch16_224
+    max_length: int = _spec(32, "[4, 512]", hint="tokens per text sample (bert)")
+    compile: bool = False  # torch.compile the backbone passes
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ class FederationConfig(_Section):
     cohort: int = _spec(10, "[1, inf)")
     rounds: int = _spec(10, "[1, inf)")
     new_clients: int = _spec(2, "[0, inf)", hint="held-out clients for the global model")
+    max_eval_models: int = _spec(0, "[0, inf)", hint="0 = full m x m cross-evaluation")
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,9 @@ class AlgorithmConfig(_Section):
     baseline: Literal["last", "refresh"] = "last"
     eps: float = _spec(1e-8, "(0, inf)")
     mu: float = _spec(0.01, "[0, inf)", hint="FedProx proximal weight")
+    lam: float = _spec(15.0, "(0, inf)", hint="pFedMe regularisation lambda")
+    inner_steps: int = _spec(3, "[1, inf)", hint="pFedMe inner steps per batch")
+    server_beta: float = _spec(1.0, "(0, 1]", hint="pFedMe server mixing beta")
 
 
 @dataclass(frozen=True)
@@ -180,6 +187,18 @@ class RuntimeConfig(_Section):
     gpus_per_worker: float = _spec(0.0, "[0, inf)")
     clients_per_slice: int = _spec(8, "[1, inf)")
     address: str | None = None  # None = start a local cluster
+    max_retries: int = _spec(2, "[0, inf)", hint="times a failed slice is rerun")
+    max_failures: int = _spec(0, "[0, inf)", hint="failed clients tolerated per round")
+
+
+@dataclass(frozen=True)
+class StoreConfig(_Section):
+    """The client store: in memory, or sharded Parquet on any pyarrow filesystem."""
+
+    backend: Literal["memory", "sharded"] = "memory"
+    uri: str | None = None  # sharded: local dir or s3://...; None = <run dir>/store
+    shard_size: int = _spec(4096, "[1, inf)", hint="client ids per shard")
+    cache_shards: int = _spec(16, "[1, inf)", hint="shards kept in memory")
 
 
 @dataclass(frozen=True)
@@ -202,6 +221,7 @@ class ExperimentConfig(_Section):
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def with_overrides(self, overrides: Sequence[str]) -> ExperimentConfig:
@@ -245,7 +265,7 @@ def _expected(tp: Any, meta: Mapping[str, Any]) -> str:
         return "one of " + ", ".join(repr(choice) for choice in get_args(tp))
     if type(None) in get_args(tp):
         return "a string or null"
-    words = {int: "an int", float: "a float", str: "a string"}[tp]
+    words = {int: "an int", float: "a float", str: "a string", bool: "true or false"}[tp]
     if meta.get("range"):
         return f"{words} in {meta['range']}"
     return f"{words} matching {meta['pattern']}" if meta.get("pattern") else words
@@ -259,6 +279,8 @@ _IS_TYPE: dict[Any, Callable[[Any], bool]] = {
 
 
 def _accepts(tp: Any, value: Any) -> bool:
+    if tp is bool:
+        return isinstance(value, bool)
     if isinstance(value, bool):  # a bool is an int to Python, never a number here
         return False
     if get_origin(tp) is Literal:

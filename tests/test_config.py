@@ -44,6 +44,9 @@ SCHEMA_DEFAULTS: dict[str, Any] = {
         },
         "device": "auto",
         "dtype": "float32",
+        "name": None,
+        "max_length": 32,
+        "compile": False,
     },
     "data": {
         "source": "digits",
@@ -60,7 +63,7 @@ SCHEMA_DEFAULTS: dict[str, Any] = {
             "samples_per_client": 40,
         },
     },
-    "federation": {"population": 10, "cohort": 10, "rounds": 10, "new_clients": 2},
+    "federation": {"population": 10, "cohort": 10, "rounds": 10, "new_clients": 2, "max_eval_models": 0},
     "algorithm": {
         "name": "dp2fl",
         "alpha": 1.2,
@@ -71,6 +74,9 @@ SCHEMA_DEFAULTS: dict[str, Any] = {
         "baseline": "last",
         "eps": 1e-8,
         "mu": 0.01,
+        "lam": 15.0,
+        "inner_steps": 3,
+        "server_beta": 1.0,
     },
     "train": {
         "local_epochs": 5,
@@ -87,7 +93,10 @@ SCHEMA_DEFAULTS: dict[str, Any] = {
         "gpus_per_worker": 0.0,
         "clients_per_slice": 8,
         "address": None,
+        "max_retries": 2,
+        "max_failures": 0,
     },
+    "store": {"backend": "memory", "uri": None, "shard_size": 4096, "cache_shards": 16},
     "output": {"dir": "results/runs", "checkpoint_every": 5},
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,6 +35,17 @@ class DualPromptModel(nn.Module, abc.ABC):
         super().__init__()
         self.device = device
         self.compute_dtype = dtype
+
+    def encode(self, inputs: Any) -> torch.Tensor:
+        """Turn a source's raw inputs into the tensor ``logits`` takes, on CPU.
+
+        Images arrive as float tensors ``(N, 3, H, W)`` in [0, 1] and pass through (the model
+        resizes on its device); text backbones override this to tokenize a list of strings
+        into ``(N, L)`` token ids.
+        """
+        if not isinstance(inputs, torch.Tensor):
+            raise TypeError(f"{type(self).__name__} takes image tensors, got {type(inputs).__name__}")
+        return inputs
 
     @abc.abstractmethod
     def initial_prompts(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -104,7 +104,7 @@ class WorkerCore:
             x, y = self.source.test.take(idx.test)
         else:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        return ClientData(x, y)
+        return ClientData(self.model.encode(x), y)
 
     def train_slice(
         self,
