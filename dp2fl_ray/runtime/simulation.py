@@ -30,6 +30,7 @@ from dp2fl_ray.runtime.progress import RoundProgress
 from dp2fl_ray.runtime.work import EvalResult, TrainResult
 
 log = logging.getLogger("dp2fl_ray")
+RoundCallback = Callable[[dict[str, Any]], None]
 
 
 def run_experiment(
@@ -38,12 +39,15 @@ def run_experiment(
     output_dir: str | os.PathLike[str] | None = None,
     run_name: str | None = None,
     progress: bool = True,
+    on_round: RoundCallback | None = None,
 ) -> dict[str, Any]:
     """Run one experiment end to end and return its summary (also in ``summary.json``).
 
     Starts a local Ray (``ray.init()``) unless Ray is already up, or ``runtime.address`` /
     ``RAY_ADDRESS`` name a cluster. The run directory is ``<output_dir>/<run_name>``
-    (defaults: ``output.dir`` and ``<name>-<UTC timestamp>``).
+    (defaults: ``output.dir`` and ``<name>-<UTC timestamp>``). ``on_round`` is called after
+    each round's metrics are written with that round's row of the ``rounds`` table plus
+    ``round`` and ``run_dir`` (Ray Tune reports through it).
     """
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     run_dir = Path(output_dir or config.output.dir) / (run_name or f"{config.name}-{stamp}")
@@ -55,7 +59,7 @@ def run_experiment(
     write_json(run_dir / "summary.json", summary)
     started_ray = connect_ray(config.runtime.address)
     try:
-        summary.update(Simulation(config, run_dir, progress).run())
+        summary.update(Simulation(config, run_dir, progress, on_round).run())
         summary["status"] = "completed"
         return summary
     except BaseException as exc:
@@ -95,8 +99,11 @@ def check_pool_fits(cluster: dict[str, float], workers: int, cpus: float, gpus: 
 class Simulation:
     """One experiment's actors and round loop (the driver side)."""
 
-    def __init__(self, config: ExperimentConfig, run_dir: Path, progress: bool) -> None:
+    def __init__(
+        self, config: ExperimentConfig, run_dir: Path, progress: bool, on_round: RoundCallback | None = None
+    ) -> None:
         self.config = config
+        self.on_round = on_round
         self.run_dir = run_dir
         self.metrics = MetricsWriter(run_dir)
         self.show_progress = progress
@@ -198,7 +205,10 @@ class Simulation:
         self.metrics.write("clients", r, records.clients_frame(outcome))
         self.metrics.write("evals", r, records.evals_frame(outcome))
         self.metrics.write("aggregation", r, records.aggregation_frame(outcome))
-        self.metrics.write("rounds", r, records.rounds_frame(outcome, acc, g_acc, f1))
+        round_row = records.rounds_frame(outcome, acc, g_acc, f1)
+        self.metrics.write("rounds", r, round_row)
+        if self.on_round is not None:
+            self.on_round({"round": r, "run_dir": str(self.run_dir), **round_row.iloc[0].to_dict()})
         bar.done(r, loss=float(np.mean(train_loss)), acc=acc, global_acc=g_acc)
         return outcome
 
