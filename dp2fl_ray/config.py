@@ -224,6 +224,15 @@ class ExperimentConfig(_Section):
     store: StoreConfig = field(default_factory=StoreConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        a, lr = self.algorithm, self.train.lr
+        if a.name == "pfedme" and lr * a.lam >= 1:
+            raise ConfigError(
+                "algorithm.lam", a.lam, f"train.lr x algorithm.lam < 1 (train.lr is {lr:g})",
+                "pFedMe's updates overshoot and diverge otherwise; lower train.lr or algorithm.lam",
+            )  # fmt: skip
+
     def with_overrides(self, overrides: Sequence[str]) -> ExperimentConfig:
         """Return a new config with ``--set``-style overrides applied (this one is unchanged).
 

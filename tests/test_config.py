@@ -470,3 +470,9 @@ def test_any_invalid_numeric_value_raises_config_error_naming_the_field(
         config_from_dict(nested(name, value))
     assert info.value.field == name
     assert f"'{name}'" in str(info.value)
+
+
+def test_pfedme_step_sizes_that_would_diverge_are_refused() -> None:
+    with pytest.raises(ConfigError, match="algorithm.lam"):
+        config_from_dict({"algorithm": {"name": "pfedme", "lam": 15.0}, "train": {"lr": 0.1}})
+    assert config_from_dict({"algorithm": {"name": "pfedme", "lam": 15.0}, "train": {"lr": 0.035}}).algorithm.lam == 15.0

@@ -108,19 +108,9 @@ def train_clients(
     loss_sum = torch.zeros(b, dtype=torch.float64)
     steps = torch.tensor([len(p) for p in plans])
     for step in range(int(steps.max()) if b else 0):
-        active = [k for k in range(b) if step < len(plans[k])]
-        act = torch.tensor(active, device=device)
-        batch = [plans[k][step] for k in active]
-        inputs = torch.cat([clients[k].inputs[idx] for k, idx in zip(active, batch)])  # (N, ...)
-        labels = torch.cat([clients[k].labels[idx] for k, idx in zip(active, batch)]).to(device)  # (N,)
-        sizes = torch.tensor([len(idx) for idx in batch], device=device)
-        owner = torch.repeat_interleave(torch.arange(len(active), device=device), sizes)  # (N,) row in act
-        t_rows, d_rows = params[0][act], params[1][act]  # (A, Dt), (A, Dd)
-        with model.autocast():
-            logits = model.logits(inputs, t_rows, d_rows, owner, model.class_features(t_rows))
-        per_sample = F.cross_entropy(logits.float(), labels, reduction="none")  # (N,)
-        per_client = torch.zeros(len(active), device=device).index_add(0, owner, per_sample) / sizes
-        grads = torch.autograd.grad(per_client.sum(), params)
+        batch = active_batch(clients, plans, step, device)
+        act = batch.rows
+        per_client, grads = client_losses_and_grads(model, params, batch)
         with torch.no_grad():
             for p, g, buf, start in zip(params, grads, buffers, (start_t, start_d)):
                 g = g[act]
@@ -137,6 +127,47 @@ def train_clients(
         mean_loss=(loss_sum / steps.clamp(min=1)).float(),
         steps=steps,
     )
+
+
+@dataclass(frozen=True)
+class ActiveBatch:
+    """One step's samples: clients still training (``rows``) and their batches, concatenated."""
+
+    rows: torch.Tensor  # (A,) prompt rows of the active clients
+    inputs: torch.Tensor  # (N, ...)
+    labels: torch.Tensor  # (N,)
+    owner: torch.Tensor  # (N,) index into rows
+    sizes: torch.Tensor  # (A,) samples per active client
+
+
+def active_batch(
+    clients: Sequence[ClientData], plans: Sequence[Sequence[torch.Tensor]], step: int, device: torch.device
+) -> ActiveBatch:
+    """The step-th batch of every client that still has one."""
+    active = [k for k in range(len(clients)) if step < len(plans[k])]
+    batch = [plans[k][step] for k in active]
+    sizes = torch.tensor([len(idx) for idx in batch], device=device)
+    return ActiveBatch(
+        rows=torch.tensor(active, device=device),
+        inputs=torch.cat([clients[k].inputs[idx] for k, idx in zip(active, batch)]),  # (N, ...)
+        labels=torch.cat([clients[k].labels[idx] for k, idx in zip(active, batch)]).to(device),  # (N,)
+        owner=torch.repeat_interleave(torch.arange(len(active), device=device), sizes),  # (N,)
+        sizes=sizes,
+    )
+
+
+def client_losses_and_grads(
+    model: DualPromptModel, params: Sequence[torch.Tensor], batch: ActiveBatch
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Each active client's mean batch loss ``(A,)`` and the gradients of their sum w.r.t.
+    ``params = [task (B, Dt), data (B, Dd)]``: row k of a gradient is client k's own."""
+    t_rows, d_rows = params[0][batch.rows], params[1][batch.rows]  # (A, Dt), (A, Dd)
+    with model.autocast():
+        logits = model.logits(batch.inputs, t_rows, d_rows, batch.owner, model.class_features(t_rows))
+    per_sample = F.cross_entropy(logits.float(), batch.labels, reduction="none")  # (N,)
+    per_client = torch.zeros(len(batch.rows), device=per_sample.device).index_add(0, batch.owner, per_sample)
+    per_client = per_client / batch.sizes
+    return per_client, torch.autograd.grad(per_client.sum(), list(params))
 
 
 @torch.inference_mode()

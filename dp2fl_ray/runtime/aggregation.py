@@ -1,9 +1,15 @@
-"""The aggregator's state and steps, without Ray: ``aggregator.py`` wraps it in an actor.
+"""The aggregator's state and steps, without Ray: ``actors.Aggregator`` wraps it in an actor.
 
 It holds the global task prompt ``Pt`` and global data prompt ``PD`` and owns the client
-store. A round is three calls: ``start_round`` (each cohort client's start: its stored data
-prompt, or InitGlo for a first-timer), ``aggregate`` (the pure maths of
-``algorithms.dp2fl``), ``commit`` (the clients' new data prompts and baselines into the store).
+store. A round is three calls: ``start_round`` (where each cohort client starts),
+``aggregate`` (the algorithm's server maths from ``algorithms/``), ``commit`` (each client's
+state and baseline into the store).
+
+What a client starts from, by algorithm:
+
+- ``dp2fl``: the global task prompt and its stored data prompt (InitGlo for a first-timer);
+- ``local``: its own stored task and data prompts (the initial ones the first time);
+- ``promptfl``, ``fedprox``, ``pfedme``: the global prompts.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from dp2fl_ray.algorithms.baselines import fedavg_weights, pfedme_server
 from dp2fl_ray.algorithms.dp2fl import RoundAggregation, aggregate_round, initglo_start
 from dp2fl_ray.errors import RunError
 from dp2fl_ray.state import ClientState, InMemoryClientStore
@@ -24,9 +31,22 @@ class RoundStart:
 
     global_task: np.ndarray  # (Dt,)
     global_data: np.ndarray  # (Dd,)
-    data: np.ndarray  # (m, Dd) stored data prompt, or the global one for first-timers (InitGlo)
+    task: np.ndarray  # (m, Dt)
+    data: np.ndarray  # (m, Dd)
     baselines: np.ndarray  # (m,) stored L_k, NaN for first-timers
     first_time: np.ndarray  # (m,) bool
+
+
+@dataclass(frozen=True)
+class RoundUpdate:
+    """The server's answer to a round: new global prompts and each client's personal model."""
+
+    global_task: np.ndarray  # (Dt,)
+    global_data: np.ndarray  # (Dd,)
+    personal_task: np.ndarray  # (m, Dt) the model each client is evaluated with
+    personal_data: np.ndarray  # (m, Dd)
+    global_weights: np.ndarray  # (m,) each client's weight in the global prompts (NaN: none)
+    dp2fl: RoundAggregation | None  # the full DP2FL bookkeeping, for the aggregation table
 
 
 class AggregatorCore:
@@ -41,29 +61,79 @@ class AggregatorCore:
         self.store = InMemoryClientStore()
         self.rounds_done = 0
 
+    @property
+    def name(self) -> str:
+        return str(self.algorithm.name)
+
     def start_round(self, cohort: np.ndarray) -> RoundStart:
         rows = self.store.get_many(cohort)
-        data = np.stack(
-            [initglo_start(None if r is None else r.data_prompt, self.global_data) for r in rows]
-        ).astype(np.float32)  # (m, Dd)
+        m, dt = len(rows), len(self.global_task)
+        task = np.repeat(self.global_task[None], m, axis=0)  # (m, Dt)
+        data = np.repeat(self.global_data[None], m, axis=0)  # (m, Dd)
+        if self.name == "dp2fl":
+            data = np.stack([initglo_start(None if r is None else r.data_prompt, self.global_data) for r in rows])
+        elif self.name == "local":
+            own = [np.concatenate([self.initial_task, self.initial_data]) if r is None else r.data_prompt for r in rows]
+            task, data = np.stack([v[:dt] for v in own]), np.stack([v[dt:] for v in own])
         return RoundStart(
             global_task=self.global_task.copy(),
             global_data=self.global_data.copy(),
-            data=data,
+            task=task.astype(np.float32),
+            data=data.astype(np.float32),
             baselines=np.array([np.nan if r is None else r.baseline for r in rows]),
             first_time=np.array([r is None for r in rows]),
         )
 
     def aggregate(
         self,
-        loss: np.ndarray,
+        start: RoundStart,
         task: np.ndarray,
         data: np.ndarray,
-        previous_data: np.ndarray,
-        baselines: np.ndarray,
         n_train: np.ndarray,
-    ) -> RoundAggregation:
-        """New global prompts and each client's new data prompt from the round's results."""
+        loss: np.ndarray | None = None,
+        baselines: np.ndarray | None = None,
+        personal: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> RoundUpdate:
+        """New global prompts and each client's personal model from the trained rows.
+
+        Args:
+            start: this round's ``start_round`` answer.
+            task, data: trained rows ``(m, Dt)``, ``(m, Dd)`` (pFedMe: the local copies ``w``).
+            n_train: training samples per client (FedAvg weights).
+            loss: the m x m cross-evaluation (dp2fl only); baselines: each client's ``L_k``.
+            personal: pFedMe's personalised rows ``theta``.
+        """
+        m, name = len(task), self.name
+        if name == "dp2fl":
+            return self._dp2fl(start, task, data, n_train, loss, baselines)
+        if name == "local":
+            update = RoundUpdate(self.global_task, self.global_data, task, data, np.full(m, np.nan), None)
+            return update
+        weights = fedavg_weights(n_train)
+        if name == "pfedme":
+            if personal is None:
+                raise ValueError("pfedme needs the personalised rows")
+            beta = self.algorithm.server_beta
+            self.global_task = pfedme_server(self.global_task, task, n_train, beta).astype(np.float32)
+            self.global_data = pfedme_server(self.global_data, data, n_train, beta).astype(np.float32)
+            return RoundUpdate(self.global_task, self.global_data, personal[0], personal[1], weights, None)
+        self.global_task = (weights @ task).astype(np.float32)  # promptfl, fedprox
+        self.global_data = (weights @ data).astype(np.float32)
+        personal_task = np.repeat(self.global_task[None], m, axis=0)
+        personal_data = np.repeat(self.global_data[None], m, axis=0)
+        return RoundUpdate(self.global_task, self.global_data, personal_task, personal_data, weights, None)
+
+    def _dp2fl(
+        self,
+        start: RoundStart,
+        task: np.ndarray,
+        data: np.ndarray,
+        n_train: np.ndarray,
+        loss: np.ndarray | None,
+        baselines: np.ndarray | None,
+    ) -> RoundUpdate:
+        if loss is None or baselines is None:
+            raise ValueError("dp2fl needs the cross-evaluation loss matrix and the baselines")
         if not np.all(np.isfinite(loss)) or not np.all(np.isfinite(baselines)):
             bad = np.argwhere(~np.isfinite(loss))
             raise RunError(
@@ -72,19 +142,31 @@ class AggregatorCore:
             )
         a = self.algorithm
         result = aggregate_round(
-            loss, task, data, previous_data, baselines,
+            loss, task, data, start.data, baselines,
             alpha=a.alpha, beta=a.beta, scheme=a.global_weights, tau=a.tau,
             sizes=np.asarray(n_train, np.float64), rnc_direction=a.rnc_direction, eps=a.eps,
         )  # fmt: skip
         self.global_task = result.global_task.astype(np.float32)
         self.global_data = result.global_data.astype(np.float32)
-        return result
+        personal_task = np.repeat(self.global_task[None], len(task), axis=0)
+        return RoundUpdate(
+            self.global_task, self.global_data, personal_task, result.new_data.astype(np.float32),
+            result.global_weights, result,
+        )  # fmt: skip
 
-    def commit(self, cohort: np.ndarray, new_data: np.ndarray, new_baselines: np.ndarray) -> None:
-        """Store each cohort client's data prompt and baseline ``L_k`` for its next round."""
+    def commit(self, cohort: np.ndarray, update: RoundUpdate, new_baselines: np.ndarray) -> None:
+        """Store each cohort client's state and baseline ``L_k`` for its next round.
+
+        The stored vector is the client's data prompt; for ``local`` (which keeps its own
+        task prompt too) it is the task and data prompts concatenated.
+        """
         previous = self.store.get_many(cohort)
+        if self.name == "local":
+            vectors = np.concatenate([update.personal_task, update.personal_data], axis=1)
+        else:
+            vectors = update.personal_data
         states = [
-            ClientState(np.asarray(new_data[k], np.float32), float(new_baselines[k]), (p.rounds_seen if p else 0) + 1)
+            ClientState(np.asarray(vectors[k], np.float32), float(new_baselines[k]), (p.rounds_seen if p else 0) + 1)
             for k, p in enumerate(previous)
         ]
         self.store.put_many([int(c) for c in cohort], states)
@@ -95,11 +177,6 @@ class AggregatorCore:
 
     def initial_prompts(self) -> tuple[np.ndarray, np.ndarray]:
         return self.initial_task.copy(), self.initial_data.copy()
-
-    def data_prompts(self, client_ids: np.ndarray) -> np.ndarray:
-        """Each client's current data prompt (the global one for clients never seen)."""
-        rows = self.store.get_many(client_ids)
-        return np.stack([self.global_data if r is None else r.data_prompt for r in rows]).astype(np.float32)
 
     def store_stats(self) -> dict[str, int]:
         return {

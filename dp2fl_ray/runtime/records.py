@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dp2fl_ray.algorithms.dp2fl import PeerSet, RoundAggregation
-from dp2fl_ray.runtime.aggregation import RoundStart
+from dp2fl_ray.algorithms.dp2fl import PeerSet
+from dp2fl_ray.runtime.aggregation import RoundStart, RoundUpdate
 from dp2fl_ray.runtime.work import EvalResult
 
 SET_NAMES = {int(s): s.name for s in PeerSet}
@@ -24,8 +24,8 @@ class RoundOutcome:
     baselines: np.ndarray  # L_k used by the aggregation
     train_loss: np.ndarray
     n_train: np.ndarray
-    loss: np.ndarray  # (m, m) cross-evaluation, [model i, val set j]
-    aggregation: RoundAggregation
+    loss: np.ndarray | None  # (m, m) cross-evaluation, [model i, val set j] (dp2fl only)
+    update: RoundUpdate
     personal_val: EvalResult  # (Pt^r, Pd_k^r) on k's val: the next baseline
     personal_test: EvalResult  # the same model on k's test split
     held_out: np.ndarray
@@ -51,52 +51,44 @@ def clients_frame(o: RoundOutcome) -> pd.DataFrame:
             "test_micro_f1": t.micro_f1,
             "test_macro_f1": t.macro_f1,
             "majority_acc": t.majority_acc,
-            "data_prompt_shift": np.linalg.norm(o.aggregation.new_data - o.start.data, axis=1),
+            "data_prompt_shift": np.linalg.norm(o.update.personal_data - o.start.data, axis=1),
+        }
+    )
+
+
+def eval_rows(client_ids: np.ndarray, model: str, held_out: bool, result: EvalResult) -> pd.DataFrame:
+    """Rows of the evals table for one model evaluated on each client's test split."""
+    return pd.DataFrame(
+        {
+            "client_id": client_ids,
+            "model": model,
+            "held_out": held_out,
+            "loss": result.loss,
+            "acc": result.correct / np.maximum(result.count, 1),
+            "micro_f1": result.micro_f1,
+            "n": result.count,
         }
     )
 
 
 def evals_frame(o: RoundOutcome) -> pd.DataFrame:
     """One row per (client, model) evaluation on a test split."""
-    t = o.personal_test
-    frames = [
-        pd.DataFrame(
-            {
-                "client_id": o.cohort,
-                "model": "personalized",
-                "held_out": False,
-                "loss": t.loss,
-                "acc": t.correct / np.maximum(t.count, 1),
-                "micro_f1": t.micro_f1,
-                "n": t.count,
-            }
-        )
-    ]
+    frames = [eval_rows(o.cohort, "personalized", False, o.personal_test)]
     if o.global_test is not None:
-        g = o.global_test
-        frames.append(
-            pd.DataFrame(
-                {
-                    "client_id": o.held_out,
-                    "model": "global",
-                    "held_out": True,
-                    "loss": g.loss,
-                    "acc": g.correct / np.maximum(g.count, 1),
-                    "micro_f1": g.micro_f1,
-                    "n": g.count,
-                }
-            )
-        )
+        frames.append(eval_rows(o.held_out, "global", True, o.global_test))
     return pd.concat(frames, ignore_index=True)
 
 
-def aggregation_frame(o: RoundOutcome) -> pd.DataFrame:
+def aggregation_frame(o: RoundOutcome) -> pd.DataFrame | None:
     """One row per (model i, validation set j): enough to recompute the round's DP2FL maths.
 
-    The set, distance and weights are those of peer i for client k = j.
+    The set, distance and weights are those of peer i for client k = j. None for the
+    algorithms without a cross-evaluation.
     """
     m = len(o.cohort)
-    a = o.aggregation
+    a = o.update.dp2fl
+    if a is None or o.loss is None:
+        return None
     i, j = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
     i, j = i.ravel(), j.ravel()
     return pd.DataFrame(

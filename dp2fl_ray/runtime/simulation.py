@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import ray
 import torch
 from ray.util import ActorPool
@@ -27,6 +28,7 @@ from dp2fl_ray.runtime import records
 from dp2fl_ray.runtime.actors import start_aggregator, start_workers
 from dp2fl_ray.runtime.cohort import cut_slices, held_out_clients, sample_cohort
 from dp2fl_ray.runtime.progress import RoundProgress
+from dp2fl_ray.runtime.aggregation import RoundUpdate
 from dp2fl_ray.runtime.work import EvalResult, TrainResult
 
 log = logging.getLogger("dp2fl_ray")
@@ -155,62 +157,106 @@ class Simulation:
 
     def run_round(self, r: int, held_out: np.ndarray, bar: RoundProgress) -> records.RoundOutcome:
         cfg = self.config
+        is_dp2fl = cfg.algorithm.name == "dp2fl"
         t_round = time.perf_counter()
         timings: dict[str, float] = {}
         cohort = sample_cohort(cfg.seed, r, cfg.federation.population, cfg.federation.cohort)
         m = len(cohort)
         slices = cut_slices(m, len(self.workers), cfg.runtime.clients_per_slice)
         start = ray.get(self.aggregator.start_round.remote(cohort))
-        need = start.first_time | (cfg.algorithm.baseline == "refresh")
+        need = (start.first_time | (cfg.algorithm.baseline == "refresh")) & is_dp2fl
         bar.phase(r, "train")
 
         t = time.perf_counter()
-        task_rows = np.repeat(start.global_task[None], m, axis=0)  # (m, Dt)
         trained: list[TrainResult] = self._map(
-            lambda w, s: w.train_slice.remote(r, cohort[s], task_rows[s], start.data[s], need[s]), slices
+            lambda w, s: w.train_slice.remote(r, cohort[s], start.task[s], start.data[s], need[s]), slices
         )
         task = np.concatenate([x.task for x in trained])  # (m, Dt)
         data = np.concatenate([x.data for x in trained])  # (m, Dd)
         train_loss = np.concatenate([x.train_loss for x in trained])
         n_train = np.concatenate([x.n_train for x in trained])
         baselines = np.where(need, np.concatenate([x.start_val_loss for x in trained]), start.baselines)
+        personal = None
+        if trained[0].personal_task is not None:
+            personal = (np.concatenate([x.personal_task for x in trained]), np.concatenate([x.personal_data for x in trained]))
         timings["train_s"] = time.perf_counter() - t
 
-        bar.phase(r, "cross-eval")
+        loss = None
         t = time.perf_counter()
-        loss = self.cross_evaluate(cohort, task, data, slices)
+        if is_dp2fl:
+            bar.phase(r, "cross-eval")
+            loss = self.cross_evaluate(cohort, task, data, slices)
         timings["crosseval_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        agg = ray.get(self.aggregator.aggregate.remote(loss, task, data, start.data, baselines, n_train))
+        update = ray.get(
+            self.aggregator.aggregate.remote(start, task, data, n_train, loss=loss, baselines=baselines, personal=personal)
+        )
         timings["aggregate_s"] = time.perf_counter() - t
 
         bar.phase(r, "evaluate")
         t = time.perf_counter()
-        personal_task = np.repeat(agg.global_task[None].astype(np.float32), m, axis=0)
-        new_data = agg.new_data.astype(np.float32)
-        personal_val = self.evaluate_own(cohort, personal_task, new_data, "val", slices, keep=False)
-        personal_test = self.evaluate_own(cohort, personal_task, new_data, "test", slices, keep=True)
-        global_test = self.evaluate_global(agg.global_task, agg.global_data, held_out)
+        p_task, p_data = update.personal_task.astype(np.float32), update.personal_data.astype(np.float32)
+        personal_val = self.evaluate_own(cohort, p_task, p_data, "val", slices, keep=False)
+        personal_test = self.evaluate_own(cohort, p_task, p_data, "test", slices, keep=True)
+        global_test = None
+        if cfg.algorithm.name != "local":  # Local has no global model
+            global_test = self.evaluate_global(update.global_task, update.global_data, held_out)
         timings["eval_s"] = time.perf_counter() - t
 
-        ray.get(self.aggregator.commit.remote(cohort, new_data, personal_val.loss))
+        ray.get(self.aggregator.commit.remote(cohort, update, personal_val.loss))
         timings["wall_s"] = time.perf_counter() - t_round
         outcome = records.RoundOutcome(
-            r, cohort, start, baselines, train_loss, n_train, loss, agg,
+            r, cohort, start, baselines, train_loss, n_train, loss, update,
             personal_val, personal_test, held_out, global_test, timings,
         )  # fmt: skip
         acc, g_acc = _mean_acc(personal_test), _mean_acc(global_test)
         f1 = float(np.nanmean(personal_test.micro_f1))
         self.metrics.write("clients", r, records.clients_frame(outcome))
-        self.metrics.write("evals", r, records.evals_frame(outcome))
-        self.metrics.write("aggregation", r, records.aggregation_frame(outcome))
+        evals = records.evals_frame(outcome)
+        if r == cfg.federation.rounds and len(held_out) and cfg.algorithm.name != "local":
+            evals = pd.concat([evals, self.new_client_evals(update, held_out)], ignore_index=True)
+        self.metrics.write("evals", r, evals)
+        aggregation = records.aggregation_frame(outcome)
+        if aggregation is not None:
+            self.metrics.write("aggregation", r, aggregation)
         round_row = records.rounds_frame(outcome, acc, g_acc, f1)
         self.metrics.write("rounds", r, round_row)
         if self.on_round is not None:
             self.on_round({"round": r, "run_dir": str(self.run_dir), **round_row.iloc[0].to_dict()})
         bar.done(r, loss=float(np.mean(train_loss)), acc=acc, global_acc=g_acc)
         return outcome
+
+    def new_client_evals(self, update: RoundUpdate, held_out: np.ndarray) -> pd.DataFrame:
+        """The paper's Tables 3 and 4 on the held-out clients, after the last round.
+
+        Init ``(Pt^0, PD^0)``, InitGlo ``(Pt^R, PD^0)`` and Global ``(Pt^R, PD^R)``, evaluated on
+        their test splits without training (Table 3), and after one round of local training
+        from each start (Table 4: ``*_1round``; local training only, no aggregation).
+        """
+        init_task, init_data = ray.get(self.aggregator.initial_prompts.remote())
+        starts = {
+            "init": (init_task, init_data),
+            "initglo": (update.global_task, init_data),
+            "global": (update.global_task, update.global_data),
+        }
+        n, frames = len(held_out), []
+        slices = cut_slices(n, len(self.workers), self.config.runtime.clients_per_slice)
+        no_baseline = np.zeros(n, bool)
+        for name, (task, data) in starts.items():
+            t_rows = np.repeat(np.asarray(task, np.float32)[None], n, axis=0)
+            d_rows = np.repeat(np.asarray(data, np.float32)[None], n, axis=0)
+            before = self.evaluate_own(held_out, t_rows, d_rows, "test", slices, keep=True)
+            trained: list[TrainResult] = self._map(
+                lambda w, s: w.train_slice.remote(0, held_out[s], t_rows[s], d_rows[s], no_baseline[s]), slices
+            )
+            t1, d1 = np.concatenate([x.task for x in trained]), np.concatenate([x.data for x in trained])
+            after = self.evaluate_own(held_out, t1, d1, "test", slices, keep=True)
+            for model_name, res in ((name, before), (f"{name}_1round", after)):
+                if model_name == "global":
+                    continue  # already in this round's rows: the same model on the same splits
+                frames.append(records.eval_rows(held_out, model_name, True, res))
+        return pd.concat(frames, ignore_index=True)
 
     def cross_evaluate(self, cohort: np.ndarray, task: np.ndarray, data: np.ndarray, slices: list[slice]) -> np.ndarray:
         """The m x m validation-loss matrix: every model on every cohort client's val set."""

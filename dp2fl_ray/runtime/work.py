@@ -17,7 +17,8 @@ import torch
 
 from dp2fl_ray.config import ExperimentConfig, config_from_dict
 from dp2fl_ray.data import Partitioner, load_source, majority_class
-from dp2fl_ray.engine import ClientData, LocalTraining, evaluate_pairs, train_clients
+from dp2fl_ray.engine import ClientData, LocalTraining, TrainOutput, evaluate_pairs, train_clients
+from dp2fl_ray.engine.pfedme import train_clients_pfedme
 from dp2fl_ray.engine.scores import macro_f1, micro_f1
 from dp2fl_ray.models.loader import build_model
 from dp2fl_ray.seeding import derive_seed
@@ -36,6 +37,8 @@ class TrainResult:
     start_val_loss: np.ndarray  # (B,) loss of the start model on val (NaN where not asked)
     n_train: np.ndarray  # (B,)
     seconds: float
+    personal_task: np.ndarray | None = None  # pFedMe: the personalised rows theta
+    personal_data: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,14 @@ class WorkerCore:
             start_loss[asked] = ev.loss.numpy()
         train_sets = [self.client_data(c, "train") for c in ids]
         seeds = [derive_seed(self.config.seed, "shuffle", round_idx, int(c)) for c in ids]
-        out = train_clients(self.model, t0, d0, train_sets, self.hp, seeds)
+        personal: dict[str, np.ndarray] = {}
+        if self.config.algorithm.name == "pfedme":
+            a = self.config.algorithm
+            pf = train_clients_pfedme(self.model, t0, d0, train_sets, self.hp, seeds, a.lam, a.inner_steps)
+            out = TrainOutput(pf.local_task, pf.local_data, pf.mean_loss, pf.steps)
+            personal = {"personal_task": pf.personal_task.numpy(), "personal_data": pf.personal_data.numpy()}
+        else:
+            out = train_clients(self.model, t0, d0, train_sets, self.hp, seeds)
         return TrainResult(
             client_ids=ids,
             task=out.task.numpy(),
@@ -138,6 +148,7 @@ class WorkerCore:
             start_val_loss=start_loss,
             n_train=np.array([len(s) for s in train_sets], np.int64),
             seconds=time.perf_counter() - start,
+            **personal,
         )
 
     def evaluate(
