@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -88,6 +88,25 @@ class DualPromptModel(nn.Module, abc.ABC):
             f"data prompt ({self.data_layout.size} params): {self.data_layout.describe()}; "
             f"frozen backbone: {sum(p.numel() for p in self.parameters())} params"
         )
+
+
+MIN_GEMM_ROWS = 32
+
+
+def rowwise(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Apply a row-wise layer (Linear, LayerNorm) to ``x (R, d)`` so that each output row is
+    bit-identical whatever the number of rows.
+
+    CPU GEMM kernels switch to a different code path for a handful of rows, so the same
+    sample could round differently in a slice of 1 client and in a slice of 8. Padding to a
+    minimum row count keeps one code path, which makes results independent of how a cohort
+    is cut into slices (the determinism contract). The cost is negligible.
+    """
+    rows = x.shape[0]
+    if rows >= MIN_GEMM_ROWS:
+        return layer(x)
+    pad = x.new_zeros((MIN_GEMM_ROWS - rows, *x.shape[1:]))
+    return layer(torch.cat([x, pad]))[:rows]  # (R, d_out)
 
 
 def iter_chunks(n: int, size: int) -> Iterator[slice]:

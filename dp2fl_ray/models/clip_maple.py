@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from transformers import CLIPModel, PreTrainedTokenizerBase
 
 from dp2fl_ray.errors import ModelError
-from dp2fl_ray.models.base import DualPromptModel
+from dp2fl_ray.models.base import DualPromptModel, rowwise
 from dp2fl_ray.models.layout import PromptLayout
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -113,7 +113,7 @@ class ClipMaple(DualPromptModel):
         x = text.final_layer_norm(x)
         eot = self.eot_index.repeat(m)  # (M*C,)
         pooled = x[torch.arange(m * c, device=x.device), eot]  # (M*C, d)
-        feats = self.clip.text_projection(pooled)
+        feats = rowwise(self.clip.text_projection, pooled)
         return F.normalize(feats.float(), dim=-1).reshape(m, c, -1)  # (M, C, P)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -127,7 +127,10 @@ class ClipMaple(DualPromptModel):
         """``F_j(P_j)`` for every model row and layer: ``(M, J, n_ctx, d_vision)``."""
         t, dp = self.task_layout.unflatten(task), self.data_layout.unflatten(data)
         text_prompts = torch.cat([t["ctx"].unsqueeze(1), t["deep_text"]], dim=1)  # (M, J, n, d_t)
-        return torch.einsum("mjnt,mjvt->mjnv", text_prompts, dp["couple_weight"]) + dp["couple_bias"].unsqueeze(2)
+        # contiguous operands: a strided view takes another GEMM path, which would make a
+        # model's prompts round differently depending on how many rows share the batch
+        weight = dp["couple_weight"].contiguous()  # (M, J, d_v, d_t)
+        return torch.matmul(text_prompts, weight.transpose(-1, -2)) + dp["couple_bias"].unsqueeze(2)  # (M, J, n, d_v)
 
     def image_features(self, images: torch.Tensor, task: torch.Tensor, data: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
         """Normalised image features ``(N, P)``, sample n with the vision prompts of row ``owner[n]``."""
@@ -141,8 +144,8 @@ class ClipMaple(DualPromptModel):
             if 1 <= layer_idx < self.depth:
                 x = torch.cat([x[:, :-n], prompts[:, layer_idx].to(x.dtype)], dim=1)
             x = layer(x, None)
-        pooled = vision.post_layernorm(x[:, 0])
-        return F.normalize(self.clip.visual_projection(pooled).float(), dim=-1)  # (N, P)
+        pooled = rowwise(vision.post_layernorm, x[:, 0])
+        return F.normalize(rowwise(self.clip.visual_projection, pooled).float(), dim=-1)  # (N, P)
 
     def logits(
         self,

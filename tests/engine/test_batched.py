@@ -103,3 +103,23 @@ def test_scores_by_hand() -> None:
     assert micro_f1(y, yhat) == pytest.approx(0.5)  # 2 of 4 right: micro-F1 = accuracy
     # per class F1: c0: tp1 fp0 fn1 -> 2/3; c1: tp1 fp2 fn0 -> 2/4; c2: tp0 fp0 fn1 -> 0
     assert macro_f1(y, yhat) == pytest.approx((2 / 3 + 0.5 + 0) / 3)
+
+
+def test_slices_of_any_size_give_bit_identical_prompts(model: DualPromptModel, clients: list[ClientData]) -> None:
+    """With one torch thread (a worker with cpus_per_worker 1), a client's result does not
+    depend on which other clients share its slice: the determinism contract of the runtime."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        hp = LocalTraining(epochs=2, batch_size=4, lr=0.05, momentum=0.9)
+        task, data = _starts(model, len(clients))
+        together = train_clients(model, task, data, clients, hp, [1, 2, 3, 4])
+        for k in range(len(clients)):
+            alone = train_clients(model, task[k : k + 1], data[k : k + 1], clients[k : k + 1], hp, [k + 1])
+            assert torch.equal(alone.task[0], together.task[k]) and torch.equal(alone.data[0], together.data[k])
+        pairs = [(i, j) for i in range(2) for j in range(len(clients))]
+        big = evaluate_pairs(model, together.task, together.data, clients, pairs, batch_size=256)
+        small = evaluate_pairs(model, together.task, together.data, clients, pairs, batch_size=5)
+        assert torch.equal(big.loss, small.loss)
+    finally:
+        torch.set_num_threads(threads)
