@@ -1,8 +1,10 @@
-"""Data sources: one dataset's train/val/test splits in memory, and the loader dispatch.
+"""Data sources: one dataset's train/val/test splits, and the loader dispatch.
 
 A :class:`DataSource` is what a backbone worker holds once for a whole run; clients are
 views on it (index arrays from :mod:`dp2fl_ray.data.partition`), never copies, so a
-population of millions of clients costs no more memory than the dataset itself.
+population of millions of clients costs no more memory than the dataset itself. Inputs stay
+raw: image tensors (or images decoded on demand, :mod:`dp2fl_ray.data.images`) and text as
+Python strings; each model turns them into what its backbone takes (``model.encode``).
 """
 
 from __future__ import annotations
@@ -13,13 +15,45 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dp2fl_ray.data.images import DEFAULT_IMAGE_SIZE, LazyImages
 from dp2fl_ray.errors import ConfigError, DataError
 
 MODALITIES = ("image", "text")
 
-# Sources this version can load, and those the config names but that come later.
-AVAILABLE_SOURCES = ("digits", "synthetic")
-PLANNED_SOURCES = ("clinc150", "csv", "parquet", "hf_disk", "coop")
+# Built-in sources read no files; file sources need ``data.path`` (clinc150 has a default).
+BUILTIN_SOURCES = ("digits", "synthetic")
+FILE_SOURCES = ("clinc150", "csv", "parquet", "hf_disk", "coop")
+AVAILABLE_SOURCES = BUILTIN_SOURCES + FILE_SOURCES
+
+# What a split's inputs may be: image tensor (N, 3, H, W), images decoded on demand, or an
+# object array of str (N,).
+Inputs = torch.Tensor | LazyImages | np.ndarray
+
+
+def _modality_of(inputs: object) -> str:
+    """``"image"`` or ``"text"`` from the type of a split's inputs; DataError if neither."""
+    if isinstance(inputs, LazyImages):
+        return "image"
+    if isinstance(inputs, torch.Tensor):
+        if inputs.ndim != 4 or inputs.shape[1] != 3 or not inputs.is_floating_point():
+            raise DataError(
+                f"image inputs must be a float tensor (N, 3, H, W); got {inputs.dtype}"
+                f" {tuple(inputs.shape)}"
+            )
+        return "image"
+    if isinstance(inputs, np.ndarray) and inputs.dtype == object and inputs.ndim == 1:
+        bad = next((i for i, t in enumerate(inputs.tolist()) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise DataError(
+                f"text inputs must all be str; item {bad} is {type(inputs[bad]).__name__}"
+                f" {inputs[bad]!r}"
+            )
+        return "text"
+    raise DataError(
+        "split inputs must be an image tensor (N, 3, H, W), LazyImages, or a 1-D numpy object"
+        f" array of str (np.asarray(texts, dtype=object)); got {type(inputs).__name__}"
+        f" {getattr(inputs, 'dtype', '')} {getattr(inputs, 'shape', '')}"
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,12 +64,14 @@ class Split:
     splits are the same object or different ones.
 
     Attributes:
-        inputs: images, float32 ``(N, 3, H, W)`` with values in ``[0, 1]``. Resizing to a
-            backbone's resolution is the model's job, not the data's.
+        inputs: images as float32 ``(N, 3, H, W)`` in ``[0, 1]`` (resizing to a backbone's
+            resolution is the model's job), or :class:`~dp2fl_ray.data.images.LazyImages`
+            decoded on demand to such tensors, or text as a numpy object array of ``str``
+            ``(N,)`` (tokenizing is the model's job).
         labels: int64 ``(N,)`` class ids in ``[0, num_classes)``.
     """
 
-    inputs: torch.Tensor  # (N, 3, H, W) float32 in [0, 1]
+    inputs: Inputs
     labels: np.ndarray  # (N,) int64
 
     def __post_init__(self) -> None:
@@ -48,29 +84,43 @@ class Split:
             raise DataError(
                 f"split labels must be int64; got {self.labels.dtype} (cast with .astype(np.int64))"
             )
-        if int(self.inputs.shape[0]) != len(self.labels):
+        _modality_of(self.inputs)
+        if len(self.inputs) != len(self.labels):
             raise DataError(
-                f"split has {int(self.inputs.shape[0])} inputs but {len(self.labels)} labels;"
+                f"split has {len(self.inputs)} inputs but {len(self.labels)} labels;"
                 " they must be aligned one to one"
             )
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def take(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def modality(self) -> str:
+        """``"image"`` or ``"text"``, from the type of :attr:`inputs`."""
+        return "image" if isinstance(self.inputs, (torch.Tensor, LazyImages)) else "text"
+
+    def take(self, indices: np.ndarray) -> tuple[torch.Tensor | list[str], torch.Tensor]:
         """Gather the samples at ``indices``.
 
         Args:
             indices: int ``(n,)`` positions into this split (e.g. a client's indices).
 
         Returns:
-            ``(inputs[indices], labels[indices])``: inputs ``(n, 3, H, W)`` float32 and labels
-            ``(n,)`` as an int64 tensor, ready for a loss function.
+            ``(inputs, labels)``: inputs as float32 ``(n, 3, H, W)`` for images (lazy images
+            are decoded now) or a ``list`` of ``n`` str for text; labels ``(n,)`` as an int64
+            tensor, ready for a loss function.
+
+        Raises:
+            DataError: a lazily loaded image cannot be read (the message names the file).
         """
         idx = np.asarray(indices, dtype=np.int64)  # (n,)
         # torch.tensor copies: client index arrays are read-only, and torch wants writable ones
         labels = torch.tensor(self.labels[idx], dtype=torch.int64)  # (n,)
-        return self.inputs[torch.tensor(idx)], labels
+        if isinstance(self.inputs, torch.Tensor):
+            return self.inputs[torch.tensor(idx)], labels
+        if isinstance(self.inputs, LazyImages):
+            return self.inputs.load(idx), labels
+        return self.inputs[idx].tolist(), labels
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,12 +129,15 @@ class DataSource:
 
     Attributes:
         name: the source's name as in the config (``data.source``).
-        modality: ``"image"`` (``"text"`` comes with CLINC150).
+        modality: ``"image"`` or ``"text"``; every split's inputs must be of this kind.
         class_names: one human-readable name per class id, used for text prompts.
         train: the pool clients draw training samples from.
         test: the pool clients draw test samples from.
         val: an optional pool for validation; without one, validation is drawn from
             ``test``, disjointly from each client's test samples (see :attr:`val_pool`).
+        domains: optional int64 ``(num_classes,)``: the domain id of each class, for
+            feature-skew (``domain``) partitions; ``None`` when the source has no domains.
+        domain_names: one name per domain id (empty when ``domains`` is ``None``).
     """
 
     name: str
@@ -93,6 +146,8 @@ class DataSource:
     train: Split
     test: Split
     val: Split | None = None
+    domains: np.ndarray | None = None
+    domain_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -104,6 +159,11 @@ class DataSource:
         for split_name, split in (("train", self.train), ("test", self.test), ("val", self.val)):
             if split is None:  # only val is optional
                 continue
+            if split.modality != self.modality:
+                raise DataError(
+                    f"source {self.name!r}: the {split_name} split holds {split.modality} inputs"
+                    f" but the source's modality is {self.modality!r}; all splits must match"
+                )
             if len(split) == 0:
                 raise DataError(f"source {self.name!r}: the {split_name} split is empty")
             low, high = int(split.labels.min()), int(split.labels.max())
@@ -113,6 +173,35 @@ class DataSource:
                     f" are {self.num_classes} class names; labels must lie in"
                     f" [0, {self.num_classes - 1}]"
                 )
+        self._check_domains()
+
+    def _check_domains(self) -> None:
+        if self.domains is None:
+            if self.domain_names:
+                raise DataError(
+                    f"source {self.name!r}: domain_names given without domains (one domain id"
+                    " per class); give both or neither"
+                )
+            return
+        d = self.domains
+        if not isinstance(d, np.ndarray) or d.dtype != np.int64 or d.shape != (self.num_classes,):
+            raise DataError(
+                f"source {self.name!r}: domains must be an int64 array of shape"
+                f" ({self.num_classes},), one domain id per class; got"
+                f" {getattr(d, 'dtype', type(d).__name__)} {getattr(d, 'shape', '')}"
+            )
+        n = len(self.domain_names)
+        if n == 0 or int(d.min()) < 0 or int(d.max()) >= n:
+            raise DataError(
+                f"source {self.name!r}: domain ids span [{int(d.min())}, {int(d.max())}] but"
+                f" there are {n} domain names; ids must lie in [0, {n - 1}]"
+            )
+        empty = [self.domain_names[k] for k in np.flatnonzero(np.bincount(d, minlength=n) == 0)]
+        if empty:
+            raise DataError(
+                f"source {self.name!r}: domain(s) {empty} have no class; drop them from"
+                " domain_names and renumber the ids"
+            )
 
     @property
     def val_pool(self) -> Split:
@@ -128,46 +217,79 @@ class DataSource:
         """The number of classes (length of :attr:`class_names`)."""
         return len(self.class_names)
 
+    @property
+    def num_domains(self) -> int:
+        """The number of domains (0 when the source has none)."""
+        return len(self.domain_names) if self.domains is not None else 0
 
-def load_source(name: str, path: str | None = None, seed: int = 0) -> DataSource:
+
+def load_source(
+    name: str, path: str | None = None, seed: int = 0, *, image_size: int = DEFAULT_IMAGE_SIZE
+) -> DataSource:
     """Load the data source named in the config's ``data.source``.
 
     Args:
-        name: one of :data:`AVAILABLE_SOURCES` (the :data:`PLANNED_SOURCES` are recognised
-            but not available in this version).
-        path: where the source's files are; the built-in sources take none.
+        name: one of :data:`AVAILABLE_SOURCES`.
+        path: where the source's files are (``data.path``): a folder for ``csv``,
+            ``parquet``, ``hf_disk``; a folder or a ``split_*.json`` for ``coop``; for
+            ``clinc150`` optional (default: env ``DP2FL_CLINC150``, else
+            ``../shared/data/clinc150``). The built-in sources take none.
         seed: the experiment seed; only ``synthetic`` depends on it (its data are generated).
-            ``digits`` has a fixed split, so test sets are comparable across seeds.
+            The file sources and ``digits`` have fixed splits, so test sets are comparable
+            across seeds.
+        image_size: side of the square image tensors the file sources with images give.
 
     Returns:
         The loaded :class:`DataSource`.
 
     Raises:
-        ConfigError: unknown ``name``, or a ``path`` given to a built-in source.
-        DataError: a recognised source that this version cannot load yet.
+        ConfigError: unknown ``name``, a ``path`` given to a built-in source, or none given
+            to a file source that needs one.
+        DataError: the files are missing or inconsistent (the message names the file).
     """
-    # Imported here: the loaders import this module for Split and DataSource.
-    from dp2fl_ray.data.digits import load_digits_source
-    from dp2fl_ray.data.synthetic import load_synthetic_source
-
-    if name in PLANNED_SOURCES:
-        raise DataError(
-            f"data source {name!r} is not available yet in this version; use one of"
-            f" {', '.join(AVAILABLE_SOURCES)}"
-        )
     if name not in AVAILABLE_SOURCES:
-        allowed = AVAILABLE_SOURCES + PLANNED_SOURCES
-        close = difflib.get_close_matches(str(name), allowed, n=1)
+        close = difflib.get_close_matches(str(name), AVAILABLE_SOURCES, n=1)
         raise ConfigError(
             "data.source",
             name,
-            f"one of {', '.join(allowed)}",
+            f"one of {', '.join(AVAILABLE_SOURCES)}",
             f"did you mean {close[0]!r}?" if close else "",
         )
-    if path is not None:
+    if name in BUILTIN_SOURCES and path is not None:
         raise ConfigError(
             "data.path", path, f"null for the built-in source {name!r}", "it reads no files"
         )
+    # Imported here: the loaders import this module for Split and DataSource.
     if name == "digits":
+        from dp2fl_ray.data.digits import load_digits_source
+
         return load_digits_source()
-    return load_synthetic_source(seed=seed)
+    if name == "synthetic":
+        from dp2fl_ray.data.synthetic import load_synthetic_source
+
+        return load_synthetic_source(seed=seed)
+    if name == "clinc150":
+        from dp2fl_ray.data.clinc150 import load_clinc150_source
+
+        return load_clinc150_source(path)
+    if path is None:
+        raise ConfigError("data.path", path, _PATH_EXPECTED[name], f"source {name!r} reads files")
+    if name in ("csv", "parquet"):
+        from dp2fl_ray.data.tables import load_table_source
+
+        return load_table_source(name, path, image_size=image_size)
+    if name == "hf_disk":
+        from dp2fl_ray.data.hf_disk import load_hf_disk_source
+
+        return load_hf_disk_source(path, image_size=image_size)
+    from dp2fl_ray.data.coop import load_coop_source
+
+    return load_coop_source(path, image_size=image_size)
+
+
+_PATH_EXPECTED = {
+    "csv": "a folder with train.csv and test.csv (val.csv optional)",
+    "parquet": "a folder with train.parquet and test.parquet (val.parquet optional)",
+    "hf_disk": "a folder written by DatasetDict.save_to_disk (splits train and test)",
+    "coop": "a CoOp dataset folder (images + split_*.json), or the split JSON itself",
+}

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dp2fl_ray.state.base import ClientStore
+
 
 @dataclass(frozen=True)
 class ClientState:
@@ -21,7 +23,7 @@ class ClientState:
     rounds_seen: int
 
 
-class InMemoryClientStore:
+class InMemoryClientStore(ClientStore):
     """Client rows in a dict keyed by client id (small and medium runs)."""
 
     def __init__(self) -> None:

@@ -11,12 +11,18 @@ import torch
 from dp2fl_ray.data import ClientIndices, DataSource, Partitioner, Split, majority_class
 from dp2fl_ray.data.digits import load_digits_source
 from dp2fl_ray.data.synthetic import load_synthetic_source
-from dp2fl_ray.errors import ConfigError
+from dp2fl_ray.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
 def digits() -> DataSource:
     return load_digits_source()
+
+
+def _tensor(inputs: object) -> torch.Tensor:
+    """Image inputs as the tensor they must be (the test fails on anything else)."""
+    assert isinstance(inputs, torch.Tensor)
+    return inputs
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +120,7 @@ def test_paper_keeps_at_least_one_class() -> None:
 
 def test_separate_val_split_is_used_for_val(digits: DataSource) -> None:
     # a source with its own val split: val indices point into it, test into test
-    val = Split(digits.test.inputs[:100], digits.test.labels[:100].copy())
+    val = Split(_tensor(digits.test.inputs)[:100], digits.test.labels[:100].copy())
     source = DataSource("d", "image", digits.class_names, digits.train, digits.test, val)
     c = Partitioner(source, "paper", seed=0).client(0)
     assert c.val.max() < 100
@@ -226,6 +232,19 @@ def test_domain_scheme_says_the_source_has_no_domains(digits: DataSource) -> Non
     with pytest.raises(ConfigError, match="no domains") as info:
         Partitioner(digits, "domain", seed=0)
     assert info.value.field == "data.partition.scheme"
+
+
+def test_domain_scheme_rejects_a_domain_without_training_samples(digits: DataSource) -> None:
+    # classes 8 and 9 form domain "late" but have no training samples
+    keep = digits.train.labels < 8
+    train = Split(_tensor(digits.train.inputs)[torch.from_numpy(keep)], digits.train.labels[keep])
+    domains = np.array([0] * 8 + [1] * 2, dtype=np.int64)
+    source = DataSource("d", "image", digits.class_names, train, digits.test, None, domains,
+                        ("early", "late"))  # fmt: skip
+    with pytest.raises(DataError, match="'late'.*no class with training samples"):
+        Partitioner(source, "domain", seed=0)
+    c = Partitioner(source, "paper", seed=0).client(0)  # other schemes skip empty classes
+    assert train.labels[c.train].max() < 8
 
 
 @pytest.mark.parametrize(

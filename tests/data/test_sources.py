@@ -1,4 +1,5 @@
-"""Data sources: the digits loader, the synthetic generator, Split and the load_source dispatch."""
+"""Data sources: the digits loader, the synthetic generator, Split, DataSource checks and the
+load_source dispatch (the file sources have test modules of their own)."""
 
 from __future__ import annotations
 
@@ -17,19 +18,26 @@ def digits() -> DataSource:
     return load_digits_source()
 
 
+def _tensor(inputs: object) -> torch.Tensor:
+    """Image inputs as the tensor they must be (the test fails on anything else)."""
+    assert isinstance(inputs, torch.Tensor)
+    return inputs
+
+
 # -- digits ---------------------------------------------------------------------------------
 
 
 def test_digits_has_all_1797_images_as_3_channel_8x8_in_unit_range(digits: DataSource) -> None:
     assert len(digits.train) + len(digits.test) == 1797
     for split in (digits.train, digits.test):
-        assert split.inputs.dtype == torch.float32
-        assert split.inputs.shape[1:] == (3, 8, 8)
-        assert float(split.inputs.min()) == 0.0
-        assert float(split.inputs.max()) == 1.0
+        x = _tensor(split.inputs)
+        assert x.dtype == torch.float32
+        assert x.shape[1:] == (3, 8, 8)
+        assert float(x.min()) == 0.0
+        assert float(x.max()) == 1.0
         # the three channels are copies of one grey image
-        assert torch.equal(split.inputs[:, 0], split.inputs[:, 1])
-        assert torch.equal(split.inputs[:, 0], split.inputs[:, 2])
+        assert torch.equal(x[:, 0], x[:, 1])
+        assert torch.equal(x[:, 0], x[:, 2])
         assert split.labels.dtype == np.int64
 
 
@@ -37,7 +45,7 @@ def test_digits_pixels_are_the_sklearn_values_divided_by_16(digits: DataSource) 
     from sklearn.datasets import load_digits
 
     raw = load_digits().images.astype(np.float32) / 16.0  # (1797, 8, 8)
-    ours = torch.cat([digits.train.inputs[:, 0], digits.test.inputs[:, 0]]).numpy()
+    ours = torch.cat([_tensor(digits.train.inputs)[:, 0], _tensor(digits.test.inputs)[:, 0]]).numpy()
     # the same multiset of images: compare the flattened rows in sorted order
     np.testing.assert_array_equal(_sorted_rows(raw), _sorted_rows(ours))
 
@@ -66,7 +74,7 @@ def test_digits_split_is_stratified_half_and_half(digits: DataSource) -> None:
 
 def test_digits_split_is_the_same_on_every_load(digits: DataSource) -> None:
     again = load_source("digits", seed=123)  # the experiment seed must not move the split
-    assert torch.equal(again.train.inputs, digits.train.inputs)
+    assert torch.equal(_tensor(again.train.inputs), _tensor(digits.train.inputs))
     np.testing.assert_array_equal(again.test.labels, digits.test.labels)
 
 
@@ -89,24 +97,24 @@ def test_synthetic_is_deterministic_from_its_seed() -> None:
     a = load_synthetic_source(seed=3)
     b = load_synthetic_source(seed=3)
     c = load_synthetic_source(seed=4)
-    assert torch.equal(a.train.inputs, b.train.inputs)
+    assert torch.equal(_tensor(a.train.inputs), _tensor(b.train.inputs))
     np.testing.assert_array_equal(a.test.labels, b.test.labels)
-    assert not torch.equal(a.train.inputs, c.train.inputs)
+    assert not torch.equal(_tensor(a.train.inputs), _tensor(c.train.inputs))
 
 
 def test_synthetic_shapes_names_and_range() -> None:
     s = load_synthetic_source(num_classes=5, image_size=6, per_class_train=7, per_class_test=3)
-    assert s.train.inputs.shape == (35, 3, 6, 6)
-    assert s.test.inputs.shape == (15, 3, 6, 6)
+    assert _tensor(s.train.inputs).shape == (35, 3, 6, 6)
+    assert _tensor(s.test.inputs).shape == (15, 3, 6, 6)
     assert s.class_names == ("class0", "class1", "class2", "class3", "class4")
     np.testing.assert_array_equal(np.bincount(s.train.labels), [7] * 5)
-    assert float(s.train.inputs.min()) >= 0.0 and float(s.train.inputs.max()) <= 1.0
+    assert float(_tensor(s.train.inputs).min()) >= 0.0 and float(_tensor(s.train.inputs).max()) <= 1.0
 
 
 def test_synthetic_is_learnable_by_nearest_class_mean() -> None:
     s = load_synthetic_source(seed=0)
-    x_train = s.train.inputs.reshape(len(s.train), -1)  # (N, 3*H*W)
-    x_test = s.test.inputs.reshape(len(s.test), -1)
+    x_train = _tensor(s.train.inputs).reshape(len(s.train), -1)  # (N, 3*H*W)
+    x_test = _tensor(s.test.inputs).reshape(len(s.test), -1)
     means = torch.stack(
         [x_train[torch.from_numpy(s.train.labels == c)].mean(0) for c in range(s.num_classes)]
     )  # (C, 3*H*W)
@@ -124,10 +132,11 @@ def test_synthetic_rejects_a_single_class() -> None:
 
 def test_split_take_returns_inputs_and_int64_label_tensor(digits: DataSource) -> None:
     idx = np.array([5, 0, 17])
-    x, y = digits.train.take(idx)
+    inputs, y = digits.train.take(idx)
+    x = _tensor(inputs)
     assert x.shape == (3, 3, 8, 8)
     assert y.dtype == torch.int64
-    assert torch.equal(x[1], digits.train.inputs[0])
+    assert torch.equal(x[1], _tensor(digits.train.inputs)[0])
     assert y.tolist() == digits.train.labels[idx].tolist()
 
 
@@ -136,6 +145,55 @@ def test_split_rejects_misaligned_or_non_int64_labels() -> None:
         Split(torch.zeros(3, 3, 2, 2), np.zeros(2, dtype=np.int64))
     with pytest.raises(DataError, match="int64"):
         Split(torch.zeros(2, 3, 2, 2), np.zeros(2, dtype=np.int32))
+
+
+def test_text_split_takes_a_list_of_str() -> None:
+    split = Split(np.array(["hello there", "bye", ""], dtype=object), np.array([1, 0, 1]))
+    assert split.modality == "text"
+    texts, labels = split.take(np.array([2, 0]))
+    assert texts == ["", "hello there"]
+    assert labels.dtype == torch.int64 and labels.tolist() == [1, 1]
+
+
+def test_text_split_rejects_non_strings_and_unicode_arrays() -> None:
+    with pytest.raises(DataError, match="item 1 is int"):
+        Split(np.array(["a", 3], dtype=object), np.array([0, 0]))
+    with pytest.raises(DataError, match="dtype=object"):
+        Split(np.array(["a", "b"]), np.array([0, 0]))  # <U1, not object
+
+
+def test_image_tensor_must_be_float_n_3_h_w() -> None:
+    with pytest.raises(DataError, match=r"\(N, 3, H, W\)"):
+        Split(torch.zeros(2, 8, 8), np.array([0, 0]))
+    with pytest.raises(DataError, match=r"\(N, 3, H, W\)"):
+        Split(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), np.array([0, 0]))
+
+
+def test_source_rejects_splits_of_another_modality() -> None:
+    images = Split(torch.zeros(2, 3, 2, 2), np.array([0, 1]))
+    texts = Split(np.array(["a", "b"], dtype=object), np.array([0, 1]))
+    with pytest.raises(DataError, match="test split holds text inputs"):
+        DataSource("x", "image", ("a", "b"), images, texts)
+    assert DataSource("x", "text", ("a", "b"), texts, texts).modality == "text"
+
+
+def test_source_domains_give_one_id_per_class() -> None:
+    texts = Split(np.array(["a", "b", "c"], dtype=object), np.array([0, 1, 2]))
+    s = DataSource("x", "text", ("a", "b", "c"), texts, texts, domains=np.array([1, 0, 1]),
+                   domain_names=("news", "chat"))  # fmt: skip
+    assert s.num_domains == 2
+    assert DataSource("x", "text", ("a", "b", "c"), texts, texts).num_domains == 0
+    with pytest.raises(DataError, match=r"shape \(3,\)"):
+        DataSource("x", "text", ("a", "b", "c"), texts, texts, domains=np.array([0, 1]),
+                   domain_names=("news", "chat"))  # fmt: skip
+    with pytest.raises(DataError, match="ids must lie in"):
+        DataSource("x", "text", ("a", "b", "c"), texts, texts, domains=np.array([0, 1, 2]),
+                   domain_names=("news", "chat"))  # fmt: skip
+    with pytest.raises(DataError, match="'chat'.*no class"):
+        DataSource("x", "text", ("a", "b", "c"), texts, texts, domains=np.array([0, 0, 0]),
+                   domain_names=("news", "chat"))  # fmt: skip
+    with pytest.raises(DataError, match="without domains"):
+        DataSource("x", "text", ("a", "b", "c"), texts, texts, domain_names=("news",))
 
 
 def test_source_rejects_labels_outside_its_classes() -> None:
@@ -150,7 +208,7 @@ def test_source_rejects_labels_outside_its_classes() -> None:
 def test_load_source_dispatches_synthetic_with_the_seed() -> None:
     a = load_source("synthetic", seed=1)
     assert a.name == "synthetic"
-    assert torch.equal(a.train.inputs, load_synthetic_source(seed=1).train.inputs)
+    assert torch.equal(_tensor(a.train.inputs), _tensor(load_synthetic_source(seed=1).train.inputs))
 
 
 def test_unknown_source_names_the_field_and_lists_allowed_values() -> None:
@@ -163,10 +221,12 @@ def test_unknown_source_names_the_field_and_lists_allowed_values() -> None:
     assert "did you mean 'digits'" in message
 
 
-@pytest.mark.parametrize("name", ["clinc150", "csv", "parquet", "hf_disk", "coop"])
-def test_planned_sources_say_they_are_not_available_yet(name: str) -> None:
-    with pytest.raises(DataError, match="not available yet"):
+@pytest.mark.parametrize("name", ["csv", "parquet", "hf_disk", "coop"])
+def test_file_sources_without_a_path_say_what_data_path_needs(name: str) -> None:
+    with pytest.raises(ConfigError) as info:
         load_source(name)
+    assert info.value.field == "data.path"
+    assert "folder" in str(info.value)
 
 
 def test_builtin_source_refuses_a_path() -> None:
