@@ -17,6 +17,7 @@ from dp2fl_ray.errors import Dp2flError
 
 COMMANDS = {
     "run": ("dp2fl_ray.commands.run", "run one experiment (local Ray unless --address or RAY_ADDRESS)"),
+    "report": ("dp2fl_ray.commands.report", "write report.md and PNG plots of one run, or compare several runs into --out"),
 }
 
 

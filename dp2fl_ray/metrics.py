@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -36,6 +37,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -81,6 +83,19 @@ class MetricsWriter:
         arrow = pa.Table.from_pandas(frame, preserve_index=False)
         atomic_write(path, lambda tmp: pq.write_table(arrow, tmp))
         return path
+
+
+    def drop_rounds_after(self, last_round: int) -> None:
+        """Remove every table's partitions of rounds after ``last_round`` and stray temp files
+        (a resumed run writes those rounds again)."""
+        if not self.root.is_dir():
+            return
+        for table_dir in self.root.iterdir():
+            for part in table_dir.glob("round=*"):
+                if int(part.name.split("=", 1)[1]) > last_round:
+                    shutil.rmtree(part)
+        for stray in self.root.rglob(".*.tmp"):
+            stray.unlink()
 
 
 def read_table(run_dir: str | os.PathLike[str], table: str) -> pd.DataFrame:
