@@ -131,6 +131,7 @@ class DataConfig(_Section):
 
     source: DataSource = "digits"
     path: str | None = None
+    image_size: int = _spec(224, "[4, 4096]", hint="side images from files are resized to when loaded")
     partition: PartitionConfig = field(default_factory=PartitionConfig)
 
 

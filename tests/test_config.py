@@ -51,6 +51,7 @@ SCHEMA_DEFAULTS: dict[str, Any] = {
     "data": {
         "source": "digits",
         "path": None,
+        "image_size": 224,
         "partition": {
             "scheme": "paper",
             "alpha": 0.5,

@@ -14,7 +14,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
+    parser.add_argument("config", nargs="?", help="experiment YAML (omit with --resume)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
+                        help="override a config field (repeatable), e.g. --set train.lr=0.01")  # fmt: skip
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
     parser.add_argument("--address", help="Ray cluster address (overrides runtime.address)")
     parser.add_argument("--output", help="directory for run directories (overrides output.dir)")
     parser.add_argument("--name", help="run directory name (default: <config name>-<UTC timestamp>)")
@@ -29,6 +32,18 @@ HEADLINE = (
 
 def cli_main(args: argparse.Namespace) -> int:
     from dp2fl_ray.config import load_config
+    from dp2fl_ray.errors import ConfigError
+
+    if args.resume:
+        if args.config or args.overrides:
+            raise ConfigError("--resume", args.resume, "no CONFIG and no --set", "a resumed run keeps its saved config")
+        from dp2fl_ray.runtime.simulation import resume_experiment
+
+        summary = resume_experiment(args.resume, progress=not args.quiet)
+        print(json.dumps({k: summary[k] for k in HEADLINE if k in summary}, indent=2))
+        return 0
+    if not args.config:
+        raise ConfigError("CONFIG", None, "an experiment YAML", "e.g. dp2fl-ray run experiments/quickstart.yaml")
 
     overrides = list(args.overrides)
     if args.address:

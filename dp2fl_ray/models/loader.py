@@ -1,26 +1,31 @@
 """Build a dual-prompt model from the ``model`` section of the config.
 
-Real checkpoints load with the real library from a local directory (or the hub cache when
-online): ``CLIPModel.from_pretrained(model.path)``. With ``model.path: null`` a tiny random
-CLIP is built from ``model.tiny`` (smoke runs and tests): deterministic, so every worker
-builds the same backbone.
+``model.backbone`` picks the builder: ``clip`` (the paper's MaPLe model), ``vit`` (timm
+vision transformer, VPT-deep prompts) or ``bert`` (BERT-family encoder, deep soft prompts).
+Real checkpoints load with the real library from local files (or the hub cache when
+online): ``CLIPModel.from_pretrained(model.path)``, timm weights at ``model.path`` for arch
+``model.name``, ``AutoModel.from_pretrained(model.path)``. With ``model.path: null`` a tiny
+random backbone is built from ``model.tiny`` (smoke runs and tests): deterministic, so every
+worker builds the same backbone.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, CLIPConfig, CLIPModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, CLIPConfig, CLIPModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from dp2fl_ray.errors import ModelError
 from dp2fl_ray.models.base import DualPromptModel
+from dp2fl_ray.models.bert_loading import build_tiny_bert, load_bert
+from dp2fl_ray.models.bert_prompt import BertPrompt
 from dp2fl_ray.models.clip_maple import ClipMaple
-from dp2fl_ray.models.tokenizer import SPECIAL_IDS, EOS, BOS, PAD, build_word_tokenizer
+from dp2fl_ray.models.tokenizer import BOS, EOS, PAD, SPECIAL_IDS, build_word_tokenizer
+from dp2fl_ray.models.vit_prompt import ViTPrompt, build_tiny_vit, load_vit
 
-BACKBONES = ("clip",)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TINY_BACKBONE_SEED = 0
 TINY_MAX_TOKENS = 77
@@ -92,14 +97,8 @@ def load_clip(path: str) -> tuple[CLIPModel, PreTrainedTokenizerBase]:
     return clip, tokenizer
 
 
-def build_model(model_cfg: Any, class_names: Sequence[str]) -> DualPromptModel:
-    """The configured backbone with dual prompts, frozen, on the configured device."""
-    if model_cfg.backbone not in BACKBONES:
-        raise ModelError(
-            f"model.backbone {model_cfg.backbone!r} is not available in this version; "
-            f"available: {', '.join(BACKBONES)}"
-        )
-    device = resolve_device(model_cfg.device)
+def _build_clip(model_cfg: Any, class_names: Sequence[str], texts: Sequence[str],
+                device: torch.device) -> DualPromptModel:  # fmt: skip
     prompt = model_cfg.prompt
     if model_cfg.path is None:
         clip, tokenizer = build_tiny_clip(class_names, model_cfg.tiny, prompt.n_ctx, prompt.init)
@@ -108,3 +107,56 @@ def build_model(model_cfg: Any, class_names: Sequence[str]) -> DualPromptModel:
     return ClipMaple(
         clip, tokenizer, class_names, prompt.n_ctx, prompt.depth, prompt.init, device, DTYPES[model_cfg.dtype]
     )
+
+
+def _build_vit(model_cfg: Any, class_names: Sequence[str], texts: Sequence[str],
+               device: torch.device) -> DualPromptModel:  # fmt: skip
+    if model_cfg.path is None:
+        vit = build_tiny_vit(model_cfg.name, model_cfg.tiny, TINY_BACKBONE_SEED)
+    else:
+        vit = load_vit(model_cfg.name, model_cfg.path)
+    prompt = model_cfg.prompt
+    return ViTPrompt(vit, len(class_names), prompt.n_ctx, prompt.depth, device, DTYPES[model_cfg.dtype])
+
+
+def _build_bert(model_cfg: Any, class_names: Sequence[str], texts: Sequence[str],
+                device: torch.device) -> DualPromptModel:  # fmt: skip
+    prompt = model_cfg.prompt
+    bert: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    if model_cfg.path is None:
+        vocab_texts = [*texts, *(name.replace("_", " ") for name in class_names), prompt.init]
+        tiny = model_cfg.tiny
+        bert, tokenizer = build_tiny_bert(vocab_texts, tiny, model_cfg.max_length, TINY_BACKBONE_SEED)
+    else:
+        bert, tokenizer = load_bert(model_cfg.path)
+    return BertPrompt(
+        bert, tokenizer, class_names, prompt.n_ctx, prompt.depth, prompt.init, model_cfg.max_length, device,
+        DTYPES[model_cfg.dtype],
+    )  # fmt: skip
+
+
+_Builder = Callable[[Any, Sequence[str], Sequence[str], torch.device], DualPromptModel]
+BUILDERS: dict[str, _Builder] = {"clip": _build_clip, "vit": _build_vit, "bert": _build_bert}
+BACKBONES = tuple(BUILDERS)
+
+
+def build_model(model_cfg: Any, class_names: Sequence[str], texts: Sequence[str] = ()) -> DualPromptModel:
+    """The configured backbone with dual prompts, frozen, on the configured device.
+
+    Args:
+        model_cfg: the ``model`` config section.
+        class_names: one name per class, in label order.
+        texts: for a tiny random ``bert`` only: the texts the run will tokenize, so that the
+            offline word-level vocabulary covers them (unseen words become ``[UNK]``).
+
+    Raises:
+        ModelError: unknown backbone, missing or broken weights, prompts deeper than the model.
+    """
+    builder = BUILDERS.get(model_cfg.backbone)
+    if builder is None:
+        raise ModelError(
+            f"model.backbone {model_cfg.backbone!r} is not available in this version; "
+            f"available: {', '.join(BACKBONES)}"
+        )
+    return builder(model_cfg, class_names, texts, resolve_device(model_cfg.device))

@@ -28,20 +28,30 @@ class Aggregator(AggregatorCore):
         return ray.get_runtime_context().get_node_id()
 
 
-def start_workers(config_dict: dict[str, Any], runtime: Any) -> list[Any]:
-    """The backbone worker pool: ``runtime.workers`` actors with the configured resources."""
+def start_workers(config_dict: dict[str, Any], runtime: Any, run_id: str) -> list[Any]:
+    """The backbone worker pool: ``runtime.workers`` actors with the configured resources,
+    named ``dp2fl:<run_id>:worker-<i>`` (so ``ray.get_actor`` finds them)."""
     threads = max(1, int(runtime.cpus_per_worker))
+    options = dict(
+        num_cpus=runtime.cpus_per_worker,
+        num_gpus=runtime.gpus_per_worker,
+        max_restarts=runtime.max_retries,  # a dead worker comes back; its slice is re-run
+        scheduling_strategy="SPREAD",  # over the cluster's nodes
+    )
     return [
-        BackboneWorker.options(num_cpus=runtime.cpus_per_worker, num_gpus=runtime.gpus_per_worker).remote(
-            config_dict, threads
-        )
-        for _ in range(runtime.workers)
+        BackboneWorker.options(name=f"dp2fl:{run_id}:worker-{i}", **options).remote(config_dict, threads)
+        for i in range(runtime.workers)
     ]
 
 
-def start_aggregator(algorithm: Any, initial_task: np.ndarray, initial_data: np.ndarray) -> Any:
-    """The aggregator actor, on the driver's node (soft=False: it must not wander)."""
+def start_aggregator(
+    algorithm: Any, initial_task: np.ndarray, initial_data: np.ndarray, store: Any, store_uri: str, run_id: str
+) -> Any:
+    """The aggregator actor ``dp2fl:<run_id>:aggregator``, on the driver's node (soft=False:
+    it must not wander)."""
     here = ray.get_runtime_context().get_node_id()
     return Aggregator.options(
-        num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False)
-    ).remote(algorithm, initial_task, initial_data)
+        name=f"dp2fl:{run_id}:aggregator",
+        num_cpus=0,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
+    ).remote(algorithm, initial_task, initial_data, store, store_uri)

@@ -15,6 +15,7 @@ What a client starts from, by algorithm:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,8 @@ import numpy as np
 from dp2fl_ray.algorithms.baselines import fedavg_weights, pfedme_server
 from dp2fl_ray.algorithms.dp2fl import RoundAggregation, aggregate_round, initglo_start
 from dp2fl_ray.errors import RunError
-from dp2fl_ray.state import ClientState, InMemoryClientStore
+from dp2fl_ray.config import StoreConfig
+from dp2fl_ray.state import ClientState, ClientStore, InMemoryClientStore, ShardedClientStore, open_store
 
 
 @dataclass(frozen=True)
@@ -52,13 +54,20 @@ class RoundUpdate:
 class AggregatorCore:
     """Global prompts + client store; turns a round's results into the next state."""
 
-    def __init__(self, algorithm: Any, initial_task: np.ndarray, initial_data: np.ndarray) -> None:
+    def __init__(
+        self,
+        algorithm: Any,
+        initial_task: np.ndarray,
+        initial_data: np.ndarray,
+        store: StoreConfig | None = None,
+        store_uri: str = "store",
+    ) -> None:
         self.algorithm = algorithm
         self.initial_task = np.asarray(initial_task, np.float32).copy()
         self.initial_data = np.asarray(initial_data, np.float32).copy()
         self.global_task = self.initial_task.copy()
         self.global_data = self.initial_data.copy()
-        self.store = InMemoryClientStore()
+        self.store: ClientStore = open_store(store, store_uri) if store is not None else InMemoryClientStore()
         self.rounds_done = 0
 
     @property
@@ -179,19 +188,40 @@ class AggregatorCore:
         return self.initial_task.copy(), self.initial_data.copy()
 
     def store_stats(self) -> dict[str, int]:
+        self.store.flush()
         return {
             "clients_stored": len(self.store),
             "bytes_per_client": self.store.bytes_per_client(),
             "store_bytes": self.store.total_bytes(),
         }
 
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Continue from a ``snapshot`` (a checkpoint): global prompts, store, rounds done."""
+        self.global_task = np.asarray(snapshot["global_task"], np.float32).copy()
+        self.global_data = np.asarray(snapshot["global_data"], np.float32).copy()
+        self.initial_task = np.asarray(snapshot["initial_task"], np.float32).copy()
+        self.initial_data = np.asarray(snapshot["initial_data"], np.float32).copy()
+        self.rounds_done = int(snapshot["rounds_done"])
+        if isinstance(self.store, ShardedClientStore):
+            self.store.restore_copy(Path(snapshot["store_copy"]).name)
+        else:
+            self.store.restore(snapshot["store"])
+
     def snapshot(self) -> dict[str, Any]:
-        """Everything needed to continue the run (for checkpoints)."""
+        """Everything needed to continue the run (for checkpoints).
+
+        A sharded store is not copied into the snapshot: its shards are copied aside on their
+        own filesystem (``save_copy``) and the snapshot names the copy.
+        """
+        if isinstance(self.store, ShardedClientStore):
+            store: dict[str, Any] = {"store_copy": self.store.save_copy(f"round-{self.rounds_done:05d}")}
+        else:
+            store = {"store": self.store.snapshot()}
         return {
+            **store,
             "global_task": self.global_task.copy(),
             "global_data": self.global_data.copy(),
             "initial_task": self.initial_task.copy(),
             "initial_data": self.initial_data.copy(),
             "rounds_done": self.rounds_done,
-            "store": self.store.snapshot(),
         }

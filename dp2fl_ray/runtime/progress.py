@@ -10,8 +10,8 @@ from tqdm.auto import tqdm
 class RoundProgress:
     """One bar over rounds: the current round and phase, last loss and accuracies, ETA."""
 
-    def __init__(self, rounds: int, enabled: bool = True) -> None:
-        self.bar = tqdm(total=rounds, unit="round", disable=not enabled, dynamic_ncols=True)
+    def __init__(self, rounds: int, enabled: bool = True, initial: int = 0) -> None:
+        self.bar = tqdm(total=rounds, initial=initial, unit="round", disable=not enabled, dynamic_ncols=True)
 
     def phase(self, round_idx: int, phase: str) -> None:
         self.bar.set_description(f"round {round_idx}/{self.bar.total} {phase}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,12 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import ray
-import torch
-from ray.util import ActorPool
 
-from dp2fl_ray.config import ExperimentConfig, config_to_dict, save_config
-from dp2fl_ray.errors import ConfigError
-from dp2fl_ray.metrics import MetricsWriter, atomic_write, write_json
+from dp2fl_ray.config import ExperimentConfig, config_to_dict, load_config, save_config
+from dp2fl_ray.errors import CheckpointError, ConfigError
+from dp2fl_ray.metrics import MetricsWriter, read_summary, read_table, write_json
+from dp2fl_ray.runtime.checkpoint import load_checkpoint, save_checkpoint
+from dp2fl_ray.runtime.pool import WorkerPool
 from dp2fl_ray.runtime import records
 from dp2fl_ray.runtime.actors import start_aggregator, start_workers
 from dp2fl_ray.runtime.cohort import cut_slices, held_out_clients, sample_cohort
@@ -57,18 +58,49 @@ def run_experiment(
         raise ConfigError("output.dir", str(run_dir), "a new run directory", "it already holds a run; pick another name")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
+    return _execute(config, run_dir, progress, on_round, resume=False)
+
+
+def resume_experiment(
+    run_dir: str | os.PathLike[str], *, progress: bool = True, on_round: RoundCallback | None = None
+) -> dict[str, Any]:
+    """Continue a killed or failed run from its last checkpoint, in the same directory.
+
+    The rounds after the checkpoint are run again from the checkpointed state with the same
+    derived seeds, so the run ends with exactly the numbers an uninterrupted run gives.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml); pass the directory a run wrote")
+    summary = read_summary(run_dir) if (run_dir / "summary.json").is_file() else {}
+    if summary.get("status") == "completed":
+        raise CheckpointError(f"the run in {run_dir} already completed; nothing to resume")
+    config = load_config(run_dir / "config.yaml")
+    return _execute(config, run_dir, progress, on_round, resume=True)
+
+
+def _execute(
+    config: ExperimentConfig, run_dir: Path, progress: bool, on_round: RoundCallback | None, resume: bool
+) -> dict[str, Any]:
     summary: dict[str, Any] = {"name": config.name, "status": "running", "run_dir": str(run_dir)}
+    checkpoint = load_checkpoint(run_dir) if resume else None
     write_json(run_dir / "summary.json", summary)
     started_ray = connect_ray(config.runtime.address)
+    simulation = Simulation(config, run_dir, progress, on_round)
     try:
-        summary.update(Simulation(config, run_dir, progress, on_round).run())
+        summary.update(simulation.run(checkpoint))
         summary["status"] = "completed"
         return summary
     except BaseException as exc:
-        summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        summary.update(
+            status="failed",
+            error=f"{type(exc).__name__}: {exc}",
+            resume_with=f"dp2fl-ray run --resume {run_dir}",
+        )
         raise
     finally:
         write_json(run_dir / "summary.json", summary)
+        simulation.stop()
         if started_ray:
             ray.shutdown()
 
@@ -109,50 +141,71 @@ class Simulation:
         self.run_dir = run_dir
         self.metrics = MetricsWriter(run_dir)
         self.show_progress = progress
+        self.run_id = f"{run_dir.name}-{uuid.uuid4().hex[:8]}"
 
-    def run(self) -> dict[str, Any]:
+    def run(self, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Start the actors, run the rounds (after ``checkpoint``'s round when resuming), summarise."""
         cfg, rt = self.config, self.config.runtime
         t0 = time.perf_counter()
         check_pool_fits(ray.cluster_resources(), rt.workers, rt.cpus_per_worker, rt.gpus_per_worker)
-        self.workers = start_workers(config_to_dict(cfg), rt)
-        self.pool = ActorPool(self.workers)
+        self.workers = start_workers(config_to_dict(cfg), rt, self.run_id)
+        self.pool = WorkerPool(self.workers, rt.max_retries)
         info = ray.get(self.workers[0].describe.remote())
         init_task, init_data = ray.get(self.workers[0].initial_prompts.remote())
         ray.get([w.ping.remote() for w in self.workers])  # every backbone loaded
-        self.aggregator = start_aggregator(cfg.algorithm, init_task, init_data)
+        store_uri = str((self.run_dir / "store").resolve())
+        self.aggregator = start_aggregator(cfg.algorithm, init_task, init_data, cfg.store, store_uri, self.run_id)
+        first = 1
+        if checkpoint is not None:
+            ray.get(self.aggregator.restore.remote(checkpoint["aggregator"]))
+            first = int(checkpoint["round"]) + 1
+            self.metrics.drop_rounds_after(first - 1)  # a killed round's partial files
+            log.info("resuming %s after round %d", self.run_dir, first - 1)
         log.info("trainable: %s", info["trainable"])
         startup_s = time.perf_counter() - t0
         held_out = held_out_clients(cfg.federation.population, cfg.federation.new_clients)
-        round_s, updates = 0.0, 0
-        outcome = None
-        with RoundProgress(cfg.federation.rounds, enabled=self.show_progress) as bar:
-            for r in range(1, cfg.federation.rounds + 1):
-                outcome = self.run_round(r, held_out, bar)
-                round_s += outcome.timings["wall_s"]
-                updates += len(outcome.cohort)
+        with RoundProgress(cfg.federation.rounds, enabled=self.show_progress, initial=first - 1) as bar:
+            for r in range(first, cfg.federation.rounds + 1):
+                self.run_round(r, held_out, bar)
                 if cfg.output.checkpoint_every and r % cfg.output.checkpoint_every == 0:
                     self.checkpoint(r)
-        assert outcome is not None  # rounds >= 1 is validated by the config
-        zero_shot = self.zero_shot(outcome.cohort)
-        store = ray.get(self.aggregator.store_stats.remote())
         return {
-            "rounds_completed": cfg.federation.rounds,
-            "algorithm": cfg.algorithm.name,
-            "population": cfg.federation.population,
-            "cohort": cfg.federation.cohort,
-            "personalized_acc": _mean_acc(outcome.personal_test),
-            "personalized_micro_f1": float(np.nanmean(outcome.personal_test.micro_f1)),
-            "global_acc": _mean_acc(outcome.global_test),
-            "zero_shot_acc": _mean_acc(zero_shot),
-            "majority_acc": float(np.mean(outcome.personal_test.majority_acc)),
-            "client_updates_per_s": updates / round_s if round_s > 0 else float("nan"),
+            **self.summarize(),
             "startup_s": startup_s,
             "wall_s": time.perf_counter() - t0,
             "workers": rt.workers,
+            "slice_retries": self.pool.retries,
             "backbone_params": info["backbone_params"],
             "task_prompt_size": info["task_prompt_size"],
             "data_prompt_size": info["data_prompt_size"],
-            **store,
+            **ray.get(self.aggregator.store_stats.remote()),
+        }
+
+    def stop(self) -> None:
+        """Release the actors (a shared cluster keeps running other work)."""
+        for actor in [*getattr(self, "workers", []), getattr(self, "aggregator", None)]:
+            if actor is not None:
+                ray.kill(actor)
+
+    def summarize(self) -> dict[str, Any]:
+        """Headline numbers from the written tables (so a resumed run summarises all rounds)."""
+        cfg = self.config
+        rounds = read_table(self.run_dir, "rounds")
+        clients = read_table(self.run_dir, "clients")
+        last = rounds.iloc[-1]
+        final = clients[clients["round"] == last["round"]]
+        zero_shot = self.zero_shot(final["client_id"].to_numpy())
+        return {
+            "rounds_completed": int(last["round"]),
+            "algorithm": cfg.algorithm.name,
+            "population": cfg.federation.population,
+            "cohort": cfg.federation.cohort,
+            "personalized_acc": float(last["personalized_acc"]),
+            "personalized_micro_f1": float(last["personalized_micro_f1"]),
+            "global_acc": float(last["global_acc"]),
+            "zero_shot_acc": _mean_acc(zero_shot),
+            "majority_acc": float(final["majority_acc"].mean()),
+            "client_updates_per_s": float(rounds["cohort_size"].sum() / rounds["wall_s"].sum()),
         }
 
     def run_round(self, r: int, held_out: np.ndarray, bar: RoundProgress) -> records.RoundOutcome:
@@ -303,14 +356,13 @@ class Simulation:
         return result
 
     def checkpoint(self, r: int) -> None:
-        """The aggregator's full state after round r, written atomically."""
-        state = {"round": r, "config": config_to_dict(self.config), "aggregator": ray.get(self.aggregator.snapshot.remote())}
-        path = self.run_dir / "checkpoints" / f"round-{r:05d}.pt"
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        """The aggregator's full state after round r (see ``checkpoint.py``)."""
+        state = {"config": config_to_dict(self.config), "aggregator": ray.get(self.aggregator.snapshot.remote())}
+        save_checkpoint(self.run_dir, r, state)
 
     def _map(self, submit: Callable[[Any, slice], Any], slices: Sequence[slice]) -> list[Any]:
         """Run one task per slice on the pool; results in slice order, not completion order."""
-        return list(self.pool.map(submit, list(slices)))
+        return self.pool.map(submit, list(slices))
 
 
 def _all_pairs(m: int, n_sets: int) -> np.ndarray:

@@ -69,7 +69,7 @@ class WorkerCore:
         if num_threads:
             torch.set_num_threads(num_threads)
         cfg = self.config
-        self.source = load_source(cfg.data.source, cfg.data.path, cfg.seed)
+        self.source = load_source(cfg.data.source, cfg.data.path, cfg.seed, image_size=cfg.data.image_size)
         p = cfg.data.partition
         self.partitioner = Partitioner(
             self.source, p.scheme, cfg.seed, alpha=p.alpha, shots=p.shots,
@@ -77,7 +77,8 @@ class WorkerCore:
             dominant_fraction=p.dominant_fraction, val_fraction=p.val_fraction,
             test_fraction=p.test_fraction, samples_per_client=p.samples_per_client,
         )  # fmt: skip
-        self.model = build_model(cfg.model, self.source.class_names)
+        texts = list(self.source.train.inputs) if self.source.modality == "text" else []
+        self.model = build_model(cfg.model, self.source.class_names, texts=texts)  # texts: a tiny model's vocabulary
         self.hp = local_training(cfg)
 
     def describe(self) -> dict[str, Any]:

@@ -264,6 +264,35 @@ class ShardedClientStore(ClientStore):
         self.flush()
         return [(info.path, int(info.size or 0)) for _, info in sorted(self._list_shards().items())]
 
+    def save_copy(self, tag: str) -> str:
+        """Flush, then copy every shard into ``<root>/_checkpoints/<tag>/`` (same filesystem).
+
+        The copy is what a checkpoint keeps: shards are rewritten in place as rounds go on,
+        so resuming bit for bit needs the shards as they were at the checkpoint. A run only
+        touches sampled clients, so the copy costs touched clients x bytes per client.
+        """
+        self.flush()
+        dest = f"{self._root}/_checkpoints/{tag}"
+        self._fs.create_dir(dest, recursive=True)
+        for shard, info in sorted(self._list_shards().items()):
+            self._fs.copy_file(info.path, f"{dest}/{info.base_name}")
+        return dest
+
+    def restore_copy(self, tag: str) -> None:
+        """Make the store exactly what ``save_copy(tag)`` saw: shards written later are removed."""
+        src = f"{self._root}/_checkpoints/{tag}"
+        if self._fs.get_file_info(src).type != pafs.FileType.Directory:
+            raise CheckpointError(f"the store copy {src} of a checkpoint is missing; start the run again")
+        self._cache.clear()
+        for info in self._list_shards().values():
+            self._fs.delete_file(info.path)
+        for info in self._fs.get_file_info(pafs.FileSelector(src)):
+            self._fs.copy_file(info.path, f"{self._root}/{info.base_name}")
+        self._dim, self._on_disk, self._rows = None, set(), 0
+        for shard, info in self._list_shards().items():
+            self._rows += self._read_footer(shard, info.path)
+            self._on_disk.add(shard)
+
     # --- shards ----------------------------------------------------------------------
 
     def _check_id(self, client_id: int) -> int:

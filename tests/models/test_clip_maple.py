@@ -131,6 +131,6 @@ def test_depth_beyond_the_encoder_is_a_clear_error(tiny_config: ExperimentConfig
         build_model(tiny_config.with_overrides(["model.prompt.depth=9"]).model, NAMES)
 
 
-def test_unavailable_backbone_is_a_clear_error(tiny_config: ExperimentConfig) -> None:
-    with pytest.raises(ModelError, match="model.backbone"):
+def test_vit_without_an_architecture_name_is_a_clear_error(tiny_config: ExperimentConfig) -> None:
+    with pytest.raises(ModelError, match="model.name"):
         build_model(tiny_config.with_overrides(["model.backbone=vit"]).model, NAMES)

@@ -47,7 +47,7 @@ def test_run_directory_has_every_table_summary_config_and_checkpoint(learning_ru
         assert key in summary, key
     assert summary["store_bytes"] == 4 * summary["bytes_per_client"]
     assert load_config(run_dir / "config.yaml").train.lr == 0.2
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["round-00001.pt", "round-00002.pt"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["latest.json", "round-00001.pkl", "round-00002.pkl"]
     assert not list(run_dir.rglob("*.tmp"))
 
 

@@ -1,0 +1,79 @@
+"""The backbone worker pool: one task per slice, re-run on another worker if one dies.
+
+Work is stateless (a slice carries everything it needs), so a slice lost with a dead
+worker is simply submitted again; results are returned in slice order, never completion
+order, so a retry cannot change what the round computes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from dp2fl_ray.errors import RunError
+
+log = logging.getLogger("dp2fl_ray")
+RESTART_WAIT_S = 300.0
+
+
+class WorkerPool:
+    """A set of worker actors that survives the death of some of them."""
+
+    def __init__(self, workers: Sequence[Any], max_retries: int) -> None:
+        self.workers = list(workers)
+        self.max_retries = max_retries
+        self.retries = 0  # slices re-run because their worker died (for the run's metrics)
+
+    def __len__(self) -> int:
+        return len(self.workers)
+
+    def map(self, submit: Callable[[Any, Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``submit(worker, item)`` returns an ObjectRef; returns the results in item order."""
+        results: list[Any] = [None] * len(items)
+        attempts = [0] * len(items)
+        pending = deque(range(len(items)))
+        idle = list(self.workers)
+        running: dict[Any, tuple[int, Any]] = {}
+        while pending or running:
+            while pending and idle:
+                i = pending.popleft()
+                worker = idle.pop(0)
+                running[submit(worker, items[i])] = (i, worker)
+            (ref,), _ = ray.wait(list(running), num_returns=1)
+            i, worker = running.pop(ref)
+            try:
+                results[i] = ray.get(ref)
+                idle.append(worker)
+            except RayActorError as exc:
+                attempts[i] += 1
+                self.retries += 1
+                if attempts[i] > self.max_retries:
+                    raise RunError(
+                        f"a slice failed {attempts[i]} times because its worker died ({exc}); "
+                        "raise runtime.max_retries or check the workers' logs"
+                    ) from exc
+                log.warning("worker died running a slice; re-running it (attempt %d)", attempts[i] + 1)
+                pending.appendleft(i)
+                if self._recovered(worker):
+                    idle.append(worker)
+                else:
+                    self.workers.remove(worker)
+                if not self.workers:
+                    raise RunError("every backbone worker died; see the workers' logs") from exc
+                if not idle and not running:
+                    idle.extend(self.workers)
+        return results
+
+    def _recovered(self, worker: Any) -> bool:
+        """Whether Ray restarted the actor (``max_restarts``); a worker that is gone for good
+        leaves the pool and the others carry on."""
+        try:
+            ray.get(worker.ping.remote(), timeout=RESTART_WAIT_S)
+            return True
+        except (RayActorError, GetTimeoutError):
+            return False

@@ -1,0 +1,148 @@
+"""Nothing lost: dead workers, a dead aggregator, killed drivers, and bit-for-bit determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import ray
+
+from dp2fl_ray.config import ExperimentConfig
+from dp2fl_ray.errors import CheckpointError
+from dp2fl_ray.metrics import read_summary, read_table
+from dp2fl_ray.runtime.simulation import resume_experiment, run_experiment
+
+pytestmark = pytest.mark.ray
+TIMING = {"train_s", "crosseval_s", "aggregate_s", "eval_s", "wall_s", "client_updates_per_s"}
+
+
+def _numbers(run_dir: Path) -> dict[str, pd.DataFrame]:
+    """Every table's numbers, minus wall-clock timings, in a canonical row order."""
+    out = {}
+    for table in ("rounds", "clients", "evals", "aggregation"):
+        frame = read_table(run_dir, table)
+        frame = frame[[c for c in frame.columns if c not in TIMING]]
+        out[table] = frame.sort_values(list(frame.columns[:3])).reset_index(drop=True)
+    return out
+
+
+def _assert_same_numbers(a: Path, b: Path) -> None:
+    for table, frame in _numbers(a).items():
+        pd.testing.assert_frame_equal(frame, _numbers(b)[table], check_exact=True, obj=table)
+
+
+@pytest.fixture(scope="module")
+def base(tiny_config: ExperimentConfig) -> ExperimentConfig:
+    return tiny_config.with_overrides(["federation.rounds=3", "output.checkpoint_every=1", "runtime.max_retries=2"])
+
+
+@pytest.fixture(scope="module")
+def reference(ray_cluster: None, base: ExperimentConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reference")
+    run_experiment(base, output_dir=out, run_name="ref", progress=False)
+    return out / "ref"
+
+
+@pytest.mark.parametrize(("workers", "cpus", "per_slice"), [(1, 1.0, 8), (3, 0.5, 1), (2, 1.0, 3)])
+def test_same_numbers_with_any_worker_count_and_slice_size(
+    reference: Path, base: ExperimentConfig, tmp_path: Path, workers: int, cpus: float, per_slice: int
+) -> None:
+    config = base.with_overrides(
+        [f"runtime.workers={workers}", f"runtime.cpus_per_worker={cpus}", f"runtime.clients_per_slice={per_slice}"]
+    )
+    run_experiment(config, output_dir=tmp_path, run_name="other", progress=False)
+    _assert_same_numbers(reference, tmp_path / "other")
+
+
+def _kill_after(round_idx: int, kill: Any) -> Any:
+    def on_round(row: dict[str, Any]) -> None:
+        if row["round"] == round_idx:
+            kill(row)
+
+    return on_round
+
+
+def _actor(run_dir: str, suffix: str) -> Any:
+    name = Path(run_dir).name
+    for actor in ray.util.list_named_actors(all_namespaces=False):
+        if actor.startswith(f"dp2fl:{name}-") and actor.endswith(suffix):
+            return ray.get_actor(actor)
+    raise LookupError(f"no actor {suffix} for {run_dir}")
+
+
+@pytest.mark.parametrize("restart", [True, False])
+def test_a_dead_worker_costs_nothing(reference: Path, base: ExperimentConfig, tmp_path: Path, restart: bool) -> None:
+    """ray.kill a worker after round 1: its next slices run on a restarted worker (or, with no
+    restart, on the survivor), and every number equals the undisturbed run's."""
+    kill = _kill_after(1, lambda row: ray.kill(_actor(row["run_dir"], "worker-0"), no_restart=not restart))
+    summary = run_experiment(base, output_dir=tmp_path, run_name="killed", progress=False, on_round=kill)
+    assert summary["status"] == "completed" and summary["slice_retries"] >= 1
+    _assert_same_numbers(reference, tmp_path / "killed")
+
+
+def test_a_dead_aggregator_fails_the_run_with_how_to_resume_and_resume_finishes_it(
+    reference: Path, base: ExperimentConfig, tmp_path: Path
+) -> None:
+    kill = _kill_after(2, lambda row: ray.kill(_actor(row["run_dir"], "aggregator"), no_restart=True))
+    with pytest.raises(Exception):
+        run_experiment(base, output_dir=tmp_path, run_name="agg", progress=False, on_round=kill)
+    summary = read_summary(tmp_path / "agg")
+    assert summary["status"] == "failed" and summary["resume_with"] == f"dp2fl-ray run --resume {tmp_path / 'agg'}"
+    resumed = resume_experiment(tmp_path / "agg", progress=False)
+    assert resumed["status"] == "completed" and resumed["rounds_completed"] == 3
+    _assert_same_numbers(reference, tmp_path / "agg")
+
+
+def test_a_sigkilled_driver_resumes_to_the_uninterrupted_numbers(
+    reference: Path, base: ExperimentConfig, tmp_path: Path
+) -> None:
+    """A real driver process (the CLI) on the session cluster, SIGKILLed once round 1 is
+    checkpointed; ``dp2fl-ray run --resume`` then finishes the run."""
+    from dp2fl_ray.config import save_config
+
+    config_path = tmp_path / "config.yaml"
+    save_config(base, config_path)
+    address = ray.get_runtime_context().gcs_address
+    cmd = [sys.executable, "-m", "dp2fl_ray.cli", "run", str(config_path), "--quiet", "--name", "victim",
+           "--output", str(tmp_path), "--address", address]  # fmt: skip
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = tmp_path / "victim" / "checkpoints" / "latest.json"
+    deadline = time.monotonic() + 300
+    while not manifest.exists() and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    assert json.loads(manifest.read_text())["round"] >= 1
+    assert read_summary(tmp_path / "victim")["status"] == "running"  # killed: nobody wrote an end
+    done = subprocess.run([sys.executable, "-m", "dp2fl_ray.cli", "run", "--resume", str(tmp_path / "victim"), "--quiet"],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert read_summary(tmp_path / "victim")["status"] == "completed"
+    assert not list((tmp_path / "victim").rglob("*.tmp"))
+    _assert_same_numbers(reference, tmp_path / "victim")
+
+
+def test_a_truncated_checkpoint_is_a_clear_error(reference: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(reference, run_dir)
+    (run_dir / "summary.json").write_text(json.dumps({"status": "failed"}))
+    latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
+    ckpt = run_dir / "checkpoints" / latest["file"]
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="truncated"):
+        resume_experiment(run_dir, progress=False)
+
+
+def test_resuming_a_completed_run_is_refused(reference: Path) -> None:
+    with pytest.raises(CheckpointError, match="already completed"):
+        resume_experiment(reference, progress=False)
