@@ -145,7 +145,8 @@ class FederationConfig(_Section):
     cohort: int = _spec(10, "[1, inf)")
     rounds: int = _spec(10, "[1, inf)")
     new_clients: int = _spec(2, "[0, inf)", hint="held-out clients for the global model")
-    max_eval_models: int = _spec(0, "[0, inf)", hint="0 = full m x m cross-evaluation")
+    max_eval_models: int = _spec(0, "[0, inf)", hint="0 = exact up to 128 clients a round, then 128 candidates")
+    joins: str = _spec("", pattern=r"(\d+:\d+(,\d+:\d+)*)?", hint="'ROUND:COUNT,...', e.g. '5:100,10:100'")
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ SCHEMA_DEFAULTS: dict[str, Any] = {
             "samples_per_client": 40,
         },
     },
-    "federation": {"population": 10, "cohort": 10, "rounds": 10, "new_clients": 2, "max_eval_models": 0},
+    "federation": {"population": 10, "cohort": 10, "rounds": 10, "new_clients": 2, "max_eval_models": 0, "joins": ""},
     "algorithm": {
         "name": "dp2fl",
         "alpha": 1.2,

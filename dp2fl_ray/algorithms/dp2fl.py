@@ -40,7 +40,8 @@ def global_weights(
     ``uniform``: ``w ∝ sizes`` (PromptFL/FedAvg), equal weights when ``sizes`` is None.
 
     Args:
-        loss: (m, n) loss matrix, rows = models.
+        loss: (m, n) loss matrix, rows = models; NaN marks a pair that was not evaluated
+            (``federation.max_eval_models``), and ``S_i`` is then n x the mean of row i.
         scheme: one of ``fomo_sum | softmin | uniform`` (config ``algorithm.global_weights``).
         tau: softmin temperature, > 0.
         sizes: (m,) training-data sizes, used by ``uniform`` only.
@@ -56,7 +57,11 @@ def global_weights(
     if loss.ndim != 2 or loss.shape[0] == 0:
         raise ValueError(f"loss must be a non-empty (m, n) matrix, got shape {loss.shape}")
     m = loss.shape[0]
-    totals = loss.sum(axis=1)  # (m,) S_i
+    evaluated = ~np.isnan(loss)
+    if evaluated.all():
+        totals = loss.sum(axis=1)  # (m,) S_i
+    else:  # a limited cross-evaluation (NaN = not evaluated): S_i from the mean over what was
+        totals = np.where(evaluated, loss, 0.0).sum(axis=1) * loss.shape[1] / np.maximum(evaluated.sum(axis=1), 1)
     if scheme == "fomo_sum":
         total = totals.sum()
         if m == 1 or total == 0:
@@ -258,3 +263,69 @@ def aggregate_round(
         weights=np.stack([u.weights for u in per_client], axis=1),
         distances=np.stack([u.distances for u in per_client], axis=1),
     )
+
+
+@dataclass(frozen=True)
+class SparseRoundAggregation:
+    """``aggregate_round`` for a limited cross-evaluation: per evaluated pair, not (m, m)."""
+
+    global_weights: np.ndarray  # (m,)
+    global_task: np.ndarray  # (Dt,)
+    global_data: np.ndarray  # (Dd,)
+    new_data: np.ndarray  # (m, Dd)
+    pair_i: np.ndarray  # (P,) model row of each evaluated pair
+    pair_j: np.ndarray  # (P,) validation-set row (the client k whose prompt the pair informs)
+    sets: np.ndarray  # (P,) PeerSet of peer i for client j
+    raw_weights: np.ndarray  # (P,)
+    weights: np.ndarray  # (P,)
+    distances: np.ndarray  # (P,)
+
+
+def aggregate_round_sparse(
+    pair_i: np.ndarray,
+    pair_j: np.ndarray,
+    losses: np.ndarray,
+    updated_task: np.ndarray,
+    updated_data: np.ndarray,
+    previous_data: np.ndarray,
+    baselines: np.ndarray,
+    *,
+    alpha: float,
+    beta: float,
+    scheme: str = "fomo_sum",
+    tau: float = 1.0,
+    sizes: np.ndarray | None = None,
+    rnc_direction: str = "toward",
+    eps: float = 1e-8,
+) -> SparseRoundAggregation:
+    """:func:`aggregate_round` when each client evaluated only some peers (FedFomo-style).
+
+    Client k's peers are the models evaluated on its validation set; the global weights use
+    ``S_i = m x mean of model i's evaluated losses``. With every pair evaluated it gives the
+    same prompts as ``aggregate_round``. Memory is O(pairs), never (m, m).
+    """
+    pair_i, pair_j = np.asarray(pair_i, np.int64), np.asarray(pair_j, np.int64)
+    losses = np.asarray(losses, np.float64)
+    data = np.asarray(updated_data, np.float64)
+    m = data.shape[0]
+    counts = np.bincount(pair_i, minlength=m)
+    totals = np.bincount(pair_i, weights=losses, minlength=m) * m / np.maximum(counts, 1)  # (m,) S_i
+    weights = global_weights(totals[:, None], scheme, tau, sizes)
+    new_data = np.empty_like(data)
+    sets = np.empty(len(losses), np.int8)
+    raw, norm, dist = (np.empty(len(losses)) for _ in range(3))
+    order = np.argsort(pair_j, kind="stable")
+    starts = np.searchsorted(pair_j[order], np.arange(m + 1))
+    for k in range(m):
+        rows = order[starts[k] : starts[k + 1]]  # the pairs evaluated on client k's set
+        update = aggregate_data_prompt(
+            np.asarray(previous_data[k], np.float64), data[pair_i[rows]], losses[rows], float(baselines[k]),
+            alpha, beta, rnc_direction, eps,
+        )  # fmt: skip
+        new_data[k] = update.new_prompt
+        sets[rows], raw[rows], norm[rows], dist[rows] = update.sets, update.raw_weights, update.weights, update.distances
+    task = np.asarray(updated_task, np.float64)
+    return SparseRoundAggregation(
+        weights, weighted_average(task, weights), weighted_average(data, weights), new_data,
+        pair_i, pair_j, sets, raw, norm, dist,
+    )  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ def start_workers(config_dict: dict[str, Any], runtime: Any, run_id: str) -> lis
         num_gpus=runtime.gpus_per_worker,
         max_restarts=runtime.max_retries,  # a dead worker comes back; its slice is re-run
         scheduling_strategy="SPREAD",  # over the cluster's nodes
+        runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith("DP2FL_")}},
     )
     return [
         BackboneWorker.options(name=f"dp2fl:{run_id}:worker-{i}", **options).remote(config_dict, threads)

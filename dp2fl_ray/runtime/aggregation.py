@@ -21,8 +21,15 @@ from typing import Any
 import numpy as np
 
 from dp2fl_ray.algorithms.baselines import fedavg_weights, pfedme_server
-from dp2fl_ray.algorithms.dp2fl import RoundAggregation, aggregate_round, initglo_start
+from dp2fl_ray.algorithms.dp2fl import (
+    RoundAggregation,
+    SparseRoundAggregation,
+    aggregate_round,
+    aggregate_round_sparse,
+    initglo_start,
+)
 from dp2fl_ray.errors import RunError
+from dp2fl_ray.runtime.crosseval import CrossEval
 from dp2fl_ray.config import StoreConfig
 from dp2fl_ray.state import ClientState, ClientStore, InMemoryClientStore, ShardedClientStore, open_store
 
@@ -38,6 +45,13 @@ class RoundStart:
     baselines: np.ndarray  # (m,) stored L_k, NaN for first-timers
     first_time: np.ndarray  # (m,) bool
 
+    def subset(self, keep: np.ndarray) -> RoundStart:
+        """The rows of the clients in ``keep`` (positions), e.g. those whose training succeeded."""
+        return RoundStart(
+            self.global_task, self.global_data, self.task[keep], self.data[keep], self.baselines[keep],
+            self.first_time[keep],
+        )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class RoundUpdate:
@@ -48,7 +62,7 @@ class RoundUpdate:
     personal_task: np.ndarray  # (m, Dt) the model each client is evaluated with
     personal_data: np.ndarray  # (m, Dd)
     global_weights: np.ndarray  # (m,) each client's weight in the global prompts (NaN: none)
-    dp2fl: RoundAggregation | None  # the full DP2FL bookkeeping, for the aggregation table
+    dp2fl: RoundAggregation | SparseRoundAggregation | None  # DP2FL's bookkeeping, for the aggregation table
 
 
 class AggregatorCore:
@@ -99,7 +113,7 @@ class AggregatorCore:
         task: np.ndarray,
         data: np.ndarray,
         n_train: np.ndarray,
-        loss: np.ndarray | None = None,
+        cross: CrossEval | None = None,
         baselines: np.ndarray | None = None,
         personal: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> RoundUpdate:
@@ -109,12 +123,12 @@ class AggregatorCore:
             start: this round's ``start_round`` answer.
             task, data: trained rows ``(m, Dt)``, ``(m, Dd)`` (pFedMe: the local copies ``w``).
             n_train: training samples per client (FedAvg weights).
-            loss: the m x m cross-evaluation (dp2fl only); baselines: each client's ``L_k``.
+            cross: the cross-evaluation (dp2fl only); baselines: each client's ``L_k``.
             personal: pFedMe's personalised rows ``theta``.
         """
         m, name = len(task), self.name
         if name == "dp2fl":
-            return self._dp2fl(start, task, data, n_train, loss, baselines)
+            return self._dp2fl(start, task, data, n_train, cross, baselines)
         if name == "local":
             update = RoundUpdate(self.global_task, self.global_data, task, data, np.full(m, np.nan), None)
             return update
@@ -138,23 +152,30 @@ class AggregatorCore:
         task: np.ndarray,
         data: np.ndarray,
         n_train: np.ndarray,
-        loss: np.ndarray | None,
+        cross: CrossEval | None,
         baselines: np.ndarray | None,
     ) -> RoundUpdate:
-        if loss is None or baselines is None:
-            raise ValueError("dp2fl needs the cross-evaluation loss matrix and the baselines")
-        if not np.all(np.isfinite(loss)) or not np.all(np.isfinite(baselines)):
-            bad = np.argwhere(~np.isfinite(loss))
+        if cross is None or baselines is None:
+            raise ValueError("dp2fl needs the cross-evaluation and the baselines")
+        if not np.all(np.isfinite(cross.loss)) or not np.all(np.isfinite(baselines)):
+            bad = [(int(cross.pair_i[p]), int(cross.pair_j[p])) for p in np.flatnonzero(~np.isfinite(cross.loss))[:5]]
             raise RunError(
-                f"non-finite validation losses in the cross-evaluation at (model, set) {bad[:5].tolist()}; "
-                "lower train.lr or check the data"
+                f"non-finite validation losses in the cross-evaluation at (model, set) {bad} or in the "
+                "baselines; lower train.lr or check the data"
             )
         a = self.algorithm
-        result = aggregate_round(
-            loss, task, data, start.data, baselines,
+        options = dict(
             alpha=a.alpha, beta=a.beta, scheme=a.global_weights, tau=a.tau,
             sizes=np.asarray(n_train, np.float64), rnc_direction=a.rnc_direction, eps=a.eps,
         )  # fmt: skip
+        m = len(task)
+        result: RoundAggregation | SparseRoundAggregation
+        if cross.is_exact(m):
+            result = aggregate_round(cross.dense(m), task, data, start.data, baselines, **options)
+        else:
+            result = aggregate_round_sparse(
+                cross.pair_i, cross.pair_j, cross.loss, task, data, start.data, baselines, **options
+            )
         self.global_task = result.global_task.astype(np.float32)
         self.global_data = result.global_data.astype(np.float32)
         personal_task = np.repeat(self.global_task[None], len(task), axis=0)

@@ -33,3 +33,17 @@ def cut_slices(m: int, workers: int, max_per_slice: int) -> list[slice]:
     per worker when the cohort allows (so no worker idles while another runs two slices)."""
     size = max(1, min(max_per_slice, math.ceil(m / max(1, workers))))
     return [slice(lo, min(m, lo + size)) for lo in range(0, m, size)]
+
+
+def parse_joins(text: str) -> list[tuple[int, int]]:
+    """``federation.joins`` ("ROUND:COUNT,...") as sorted (round, count) pairs."""
+    pairs = [tuple(int(x) for x in part.split(":")) for part in text.split(",") if part.strip()]
+    return sorted((r, n) for r, n in pairs)  # type: ignore[misc]
+
+
+def population_at(round_idx: int, population: int, joins: list[tuple[int, int]]) -> int:
+    """Clients that exist in a round: the initial population plus those who joined by then.
+
+    Joiners take the next ids, so a client's data (a function of its id) never changes.
+    """
+    return population + sum(n for r, n in joins if r <= round_idx)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from dp2fl_ray.errors import RunError
 
@@ -32,8 +32,13 @@ class WorkerPool:
     def __len__(self) -> int:
         return len(self.workers)
 
-    def map(self, submit: Callable[[Any, Any], Any], items: Sequence[Any]) -> list[Any]:
-        """``submit(worker, item)`` returns an ObjectRef; returns the results in item order."""
+    def map(self, submit: Callable[[Any, Any], Any], items: Sequence[Any], return_exceptions: bool = False) -> list[Any]:
+        """``submit(worker, item)`` returns an ObjectRef; returns the results in item order.
+
+        A worker's death re-runs its item elsewhere. An error raised by the work itself
+        (``RayTaskError``) is returned in place of the result with ``return_exceptions``,
+        else raised.
+        """
         results: list[Any] = [None] * len(items)
         attempts = [0] * len(items)
         pending = deque(range(len(items)))
@@ -48,6 +53,11 @@ class WorkerPool:
             i, worker = running.pop(ref)
             try:
                 results[i] = ray.get(ref)
+                idle.append(worker)
+            except RayTaskError as exc:
+                if not return_exceptions:
+                    raise
+                results[i] = exc
                 idle.append(worker)
             except RayActorError as exc:
                 attempts[i] += 1

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dp2fl_ray.algorithms.dp2fl import PeerSet
+from dp2fl_ray.algorithms.dp2fl import PeerSet, SparseRoundAggregation
+from dp2fl_ray.runtime.crosseval import CrossEval
+from dp2fl_ray.runtime.training import TrainedCohort
 from dp2fl_ray.runtime.aggregation import RoundStart, RoundUpdate
 from dp2fl_ray.runtime.work import EvalResult
 
@@ -24,13 +26,16 @@ class RoundOutcome:
     baselines: np.ndarray  # L_k used by the aggregation
     train_loss: np.ndarray
     n_train: np.ndarray
-    loss: np.ndarray | None  # (m, m) cross-evaluation, [model i, val set j] (dp2fl only)
+    start_test_acc: np.ndarray  # first-timers: the start model's test accuracy (NaN otherwise)
+    cross: CrossEval | None  # the cross-evaluation (dp2fl only)
     update: RoundUpdate
     personal_val: EvalResult  # (Pt^r, Pd_k^r) on k's val: the next baseline
     personal_test: EvalResult  # the same model on k's test split
     held_out: np.ndarray
     global_test: EvalResult | None  # (Pt^r, PD^r) on held-out clients' test
     timings: dict[str, float]
+    population: int  # clients that exist this round (joins included)
+    failed: int  # cohort clients whose training failed (not in the rows above)
 
 
 def clients_frame(o: RoundOutcome) -> pd.DataFrame:
@@ -39,6 +44,8 @@ def clients_frame(o: RoundOutcome) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "client_id": o.cohort,
+            "status": "ok",
+            "error": "",
             "first_time": o.start.first_time,
             "n_train": o.n_train,
             "n_val": o.personal_val.count,
@@ -51,6 +58,7 @@ def clients_frame(o: RoundOutcome) -> pd.DataFrame:
             "test_micro_f1": t.micro_f1,
             "test_macro_f1": t.macro_f1,
             "majority_acc": t.majority_acc,
+            "start_test_acc": o.start_test_acc,
             "data_prompt_shift": np.linalg.norm(o.update.personal_data - o.start.data, axis=1),
         }
     )
@@ -79,45 +87,66 @@ def evals_frame(o: RoundOutcome) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def aggregation_frame(o: RoundOutcome) -> pd.DataFrame | None:
-    """One row per (model i, validation set j): enough to recompute the round's DP2FL maths.
-
-    The set, distance and weights are those of peer i for client k = j. None for the
-    algorithms without a cross-evaluation.
-    """
-    m = len(o.cohort)
-    a = o.update.dp2fl
-    if a is None or o.loss is None:
-        return None
-    i, j = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
-    i, j = i.ravel(), j.ravel()
+def failed_clients_frame(cohort: np.ndarray, trained: TrainedCohort) -> pd.DataFrame:
+    """Rows of the clients table for cohort clients whose training failed (kept out of the round)."""
+    bad = np.flatnonzero(~trained.ok)
     return pd.DataFrame(
         {
-            "i": o.cohort[i],
-            "j": o.cohort[j],
-            "loss": o.loss[i, j],
-            "baseline_j": o.baselines[j],
-            "set": [SET_NAMES[int(s)] for s in a.sets[i, j]],
-            "distance": a.distances[i, j],
-            "raw_weight": a.raw_weights[i, j],
-            "weight": a.weights[i, j],
-            "global_weight_i": a.global_weights[i],
+            "client_id": cohort[bad],
+            "status": trained.status[bad].astype(str),
+            "error": [trained.reason[k] for k in bad],
+            "train_loss": trained.train_loss[bad].astype(np.float64),
         }
     )
 
 
-def rounds_frame(o: RoundOutcome, personalized_acc: float, global_acc: float, micro_f1: float) -> pd.DataFrame:
-    """One row for the round: headline numbers and where the time went."""
+def aggregation_frame(o: RoundOutcome) -> pd.DataFrame | None:
+    """One row per evaluated (model i, validation set j): enough to recompute the round's DP2FL maths.
+
+    The set, distance and weights are those of peer i for client k = j. None for the
+    algorithms without a cross-evaluation.
+    """
+    a, cross = o.update.dp2fl, o.cross
+    if a is None or cross is None:
+        return None
+    i, j = cross.pair_i, cross.pair_j
+    if isinstance(a, SparseRoundAggregation):
+        sets, distances, raw, weights = a.sets, a.distances, a.raw_weights, a.weights
+    else:
+        sets, distances, raw, weights = a.sets[i, j], a.distances[i, j], a.raw_weights[i, j], a.weights[i, j]
+    frame = pd.DataFrame(
+        {
+            "i": o.cohort[i],
+            "j": o.cohort[j],
+            "loss": cross.loss,
+            "baseline_j": o.baselines[j],
+            "set": [SET_NAMES[int(x)] for x in sets],
+            "distance": distances,
+            "raw_weight": raw,
+            "weight": weights,
+            "global_weight_i": a.global_weights[i],
+        }
+    )
+    return frame.sort_values(["i", "j"], kind="stable").reset_index(drop=True)
+
+
+def rounds_frame(o: RoundOutcome) -> pd.DataFrame:
+    """One row for the round: headline numbers, population, failures, where the time went."""
     wall = o.timings["wall_s"]
+    test = o.personal_test
     row = {
+        "population": o.population,
         "cohort_size": len(o.cohort),
         "first_time_clients": int(o.start.first_time.sum()),
+        "failed_clients": o.failed,
+        "eval_models_per_client": o.cross.models_per_client if o.cross is not None else 0,
         "train_loss": float(np.mean(o.train_loss)),
         "val_loss": float(np.mean(o.personal_val.loss)),
-        "personalized_acc": personalized_acc,
-        "personalized_micro_f1": micro_f1,
-        "global_acc": global_acc,
+        "personalized_acc": float(np.mean(test.correct / np.maximum(test.count, 1))),
+        "personalized_micro_f1": float(np.nanmean(test.micro_f1)),
+        "global_acc": float("nan") if o.global_test is None
+        else float(np.mean(o.global_test.correct / np.maximum(o.global_test.count, 1))),
         "client_updates_per_s": len(o.cohort) / wall if wall > 0 else float("nan"),
         **o.timings,
-    }
+    }  # fmt: skip
     return pd.DataFrame([row])

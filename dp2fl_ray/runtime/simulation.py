@@ -27,7 +27,9 @@ from dp2fl_ray.runtime.checkpoint import load_checkpoint, save_checkpoint
 from dp2fl_ray.runtime.pool import WorkerPool
 from dp2fl_ray.runtime import records
 from dp2fl_ray.runtime.actors import start_aggregator, start_workers
-from dp2fl_ray.runtime.cohort import cut_slices, held_out_clients, sample_cohort
+from dp2fl_ray.runtime.cohort import cut_slices, held_out_clients, parse_joins, population_at, sample_cohort
+from dp2fl_ray.runtime.crosseval import CrossEval, block_pairs, candidate_models, models_per_client
+from dp2fl_ray.runtime.training import train_cohort
 from dp2fl_ray.runtime.progress import RoundProgress
 from dp2fl_ray.runtime.aggregation import RoundUpdate
 from dp2fl_ray.runtime.work import EvalResult, TrainResult
@@ -163,7 +165,9 @@ class Simulation:
             log.info("resuming %s after round %d", self.run_dir, first - 1)
         log.info("trainable: %s", info["trainable"])
         startup_s = time.perf_counter() - t0
-        held_out = held_out_clients(cfg.federation.population, cfg.federation.new_clients)
+        self.joins = parse_joins(cfg.federation.joins)
+        everyone = population_at(cfg.federation.rounds, cfg.federation.population, self.joins)
+        held_out = held_out_clients(everyone, cfg.federation.new_clients)  # ids after every joiner
         with RoundProgress(cfg.federation.rounds, enabled=self.show_progress, initial=first - 1) as bar:
             for r in range(first, cfg.federation.rounds + 1):
                 self.run_round(r, held_out, bar)
@@ -193,12 +197,14 @@ class Simulation:
         rounds = read_table(self.run_dir, "rounds")
         clients = read_table(self.run_dir, "clients")
         last = rounds.iloc[-1]
-        final = clients[clients["round"] == last["round"]]
+        final = clients[(clients["round"] == last["round"]) & (clients["status"] == "ok")]
         zero_shot = self.zero_shot(final["client_id"].to_numpy())
         return {
             "rounds_completed": int(last["round"]),
             "algorithm": cfg.algorithm.name,
-            "population": cfg.federation.population,
+            "population": int(last["population"]),
+            "failed_clients": int(rounds["failed_clients"].sum()),
+            "eval_models_per_client": int(rounds["eval_models_per_client"].max()),
             "cohort": cfg.federation.cohort,
             "personalized_acc": float(last["personalized_acc"]),
             "personalized_micro_f1": float(last["personalized_micro_f1"]),
@@ -213,37 +219,42 @@ class Simulation:
         is_dp2fl = cfg.algorithm.name == "dp2fl"
         t_round = time.perf_counter()
         timings: dict[str, float] = {}
-        cohort = sample_cohort(cfg.seed, r, cfg.federation.population, cfg.federation.cohort)
-        m = len(cohort)
-        slices = cut_slices(m, len(self.workers), cfg.runtime.clients_per_slice)
+        population = population_at(r, cfg.federation.population, self.joins)
+        cohort = sample_cohort(cfg.seed, r, population, min(cfg.federation.cohort, population))
+        slices = cut_slices(len(cohort), len(self.workers), cfg.runtime.clients_per_slice)
         start = ray.get(self.aggregator.start_round.remote(cohort))
-        need = (start.first_time | (cfg.algorithm.baseline == "refresh")) & is_dp2fl
+        need_baseline = (start.first_time | (cfg.algorithm.baseline == "refresh")) & is_dp2fl
+        first = start.first_time | need_baseline
         bar.phase(r, "train")
 
         t = time.perf_counter()
-        trained: list[TrainResult] = self._map(
-            lambda w, s: w.train_slice.remote(r, cohort[s], start.task[s], start.data[s], need[s]), slices
-        )
-        task = np.concatenate([x.task for x in trained])  # (m, Dt)
-        data = np.concatenate([x.data for x in trained])  # (m, Dd)
-        train_loss = np.concatenate([x.train_loss for x in trained])
-        n_train = np.concatenate([x.n_train for x in trained])
-        baselines = np.where(need, np.concatenate([x.start_val_loss for x in trained]), start.baselines)
-        personal = None
-        if trained[0].personal_task is not None:
-            personal = (np.concatenate([x.personal_task for x in trained]), np.concatenate([x.personal_data for x in trained]))
+        trained = train_cohort(
+            self.pool,
+            lambda w, s: w.train_slice.remote(r, cohort[s], start.task[s], start.data[s], first[s]),
+            len(cohort), slices, r, cohort, cfg.runtime.max_failures,
+        )  # fmt: skip
         timings["train_s"] = time.perf_counter() - t
+        failed = records.failed_clients_frame(cohort, trained)
+        keep = np.flatnonzero(trained.ok)  # failed clients keep their previous state
+        cohort, start = cohort[keep], start.subset(keep)
+        task, data = trained.task[keep], trained.data[keep]
+        train_loss, n_train = trained.train_loss[keep], trained.n_train[keep]
+        baselines = np.where(need_baseline[keep], trained.start_val_loss[keep], start.baselines)
+        personal = None
+        if trained.personal_task is not None and trained.personal_data is not None:
+            personal = (trained.personal_task[keep], trained.personal_data[keep])
+        slices = cut_slices(len(cohort), len(self.workers), cfg.runtime.clients_per_slice)
 
-        loss = None
+        cross: CrossEval | None = None
         t = time.perf_counter()
         if is_dp2fl:
             bar.phase(r, "cross-eval")
-            loss = self.cross_evaluate(cohort, task, data, slices)
+            cross = self.cross_evaluate(r, cohort, task, data, slices)
         timings["crosseval_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
         update = ray.get(
-            self.aggregator.aggregate.remote(start, task, data, n_train, loss=loss, baselines=baselines, personal=personal)
+            self.aggregator.aggregate.remote(start, task, data, n_train, cross=cross, baselines=baselines, personal=personal)
         )
         timings["aggregate_s"] = time.perf_counter() - t
 
@@ -260,25 +271,29 @@ class Simulation:
         ray.get(self.aggregator.commit.remote(cohort, update, personal_val.loss))
         timings["wall_s"] = time.perf_counter() - t_round
         outcome = records.RoundOutcome(
-            r, cohort, start, baselines, train_loss, n_train, loss, update,
-            personal_val, personal_test, held_out, global_test, timings,
+            r, cohort, start, baselines, train_loss, n_train, trained.start_test_acc[keep], cross, update,
+            personal_val, personal_test, held_out, global_test, timings, population, len(failed),
         )  # fmt: skip
-        acc, g_acc = _mean_acc(personal_test), _mean_acc(global_test)
-        f1 = float(np.nanmean(personal_test.micro_f1))
-        self.metrics.write("clients", r, records.clients_frame(outcome))
+        self.write_round(outcome, failed)
+        bar.done(r, loss=float(np.mean(train_loss)), acc=_mean_acc(personal_test), global_acc=_mean_acc(global_test))
+        return outcome
+
+    def write_round(self, outcome: records.RoundOutcome, failed: pd.DataFrame) -> None:
+        """The round's rows of every table (rounds last: its presence means the round is whole)."""
+        cfg, r = self.config, outcome.round_idx
+        clients = records.clients_frame(outcome)
+        self.metrics.write("clients", r, pd.concat([clients, failed], ignore_index=True) if len(failed) else clients)
         evals = records.evals_frame(outcome)
-        if r == cfg.federation.rounds and len(held_out) and cfg.algorithm.name != "local":
-            evals = pd.concat([evals, self.new_client_evals(update, held_out)], ignore_index=True)
+        if r == cfg.federation.rounds and len(outcome.held_out) and cfg.algorithm.name != "local":
+            evals = pd.concat([evals, self.new_client_evals(outcome.update, outcome.held_out)], ignore_index=True)
         self.metrics.write("evals", r, evals)
         aggregation = records.aggregation_frame(outcome)
         if aggregation is not None:
             self.metrics.write("aggregation", r, aggregation)
-        round_row = records.rounds_frame(outcome, acc, g_acc, f1)
+        round_row = records.rounds_frame(outcome)
         self.metrics.write("rounds", r, round_row)
         if self.on_round is not None:
             self.on_round({"round": r, "run_dir": str(self.run_dir), **round_row.iloc[0].to_dict()})
-        bar.done(r, loss=float(np.mean(train_loss)), acc=acc, global_acc=g_acc)
-        return outcome
 
     def new_client_evals(self, update: RoundUpdate, held_out: np.ndarray) -> pd.DataFrame:
         """The paper's Tables 3 and 4 on the held-out clients, after the last round.
@@ -311,18 +326,21 @@ class Simulation:
                 frames.append(records.eval_rows(held_out, model_name, True, res))
         return pd.concat(frames, ignore_index=True)
 
-    def cross_evaluate(self, cohort: np.ndarray, task: np.ndarray, data: np.ndarray, slices: list[slice]) -> np.ndarray:
-        """The m x m validation-loss matrix: every model on every cohort client's val set."""
+    def cross_evaluate(self, r: int, cohort: np.ndarray, task: np.ndarray, data: np.ndarray, slices: list[slice]) -> CrossEval:
+        """Validation losses of the cohort's models on the cohort's validation sets: every pair,
+        or each client's candidates when the cohort is large (see ``crosseval.py``)."""
         m = len(cohort)
+        n = models_per_client(m, self.config.federation.max_eval_models)
+        candidates = candidate_models(self.config.seed, r, cohort, n)
         task_ref, data_ref = ray.put(task), ray.put(data)  # shared by every block, zero-copy
-        results: list[EvalResult] = self._map(
-            lambda w, s: w.evaluate.remote(task_ref, data_ref, cohort[s], "val", _all_pairs(m, s.stop - s.start)),
-            slices,
+        plans = [block_pairs(candidates, s) for s in slices]
+        results: list[EvalResult] = self.pool.map(
+            lambda w, b: w.evaluate.remote(task_ref, data_ref, cohort[slices[b]], "val", plans[b]),
+            list(range(len(slices))),
         )
-        loss = np.empty((m, m))
-        for s, res in zip(slices, results):
-            loss[:, s] = res.loss.reshape(m, s.stop - s.start)  # pairs are (model i, set jj) row-major
-        return loss
+        pair_i = np.concatenate([p[:, 0] for p in plans])
+        pair_j = np.concatenate([p[:, 1] + s.start for p, s in zip(plans, slices)])
+        return CrossEval(pair_i, pair_j, np.concatenate([res.loss for res in results]).astype(np.float64), n)
 
     def evaluate_own(
         self, cohort: np.ndarray, task: np.ndarray, data: np.ndarray, split: str, slices: list[slice], keep: bool

@@ -7,6 +7,7 @@ everything it produced, so any worker can run any slice and a lost slice is simp
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class TrainResult:
     data: np.ndarray  # (B, Dd) float32, the trained data prompts
     train_loss: np.ndarray  # (B,) mean training loss
     start_val_loss: np.ndarray  # (B,) loss of the start model on val (NaN where not asked)
+    start_test_acc: np.ndarray  # (B,) accuracy of the start model on test (NaN where not asked)
     n_train: np.ndarray  # (B,)
     seconds: float
     personal_task: np.ndarray | None = None  # pFedMe: the personalised rows theta
@@ -52,6 +54,18 @@ class EvalResult:
     macro_f1: np.ndarray  # (P,)
     majority_acc: np.ndarray  # (P,) the set's client always predicting its majority training class
     seconds: float
+
+
+FAULT_ENV = "DP2FL_FAULT_CLIENTS"
+
+
+def _inject_fault(client_ids: np.ndarray) -> None:
+    """Fault injection for tests and drills: ``DP2FL_FAULT_CLIENTS="3,17"`` makes the training
+    of those clients raise, as a bug in a client's data or code would."""
+    wanted = {int(c) for c in os.environ.get(FAULT_ENV, "").split(",") if c.strip()}
+    hit = wanted.intersection(int(c) for c in client_ids)
+    if hit:
+        raise RuntimeError(f"injected fault ({FAULT_ENV}) for clients {sorted(hit)}")
 
 
 def local_training(config: ExperimentConfig) -> LocalTraining:
@@ -122,15 +136,19 @@ class WorkerCore:
         start = time.perf_counter()
         ids = np.asarray(client_ids, np.int64)
         t0, d0 = torch.from_numpy(np.array(task, np.float32)), torch.from_numpy(np.array(data, np.float32))
+        _inject_fault(ids)
         start_loss = np.full(len(ids), np.nan, np.float32)
+        start_acc = np.full(len(ids), np.nan)
         asked = [k for k, need in enumerate(need_start_loss) if need]
-        if asked:
-            val_sets = [self.client_data(ids[k], "val") for k in asked]
-            ev = evaluate_pairs(
-                self.model, t0[asked], d0[asked], val_sets, [(a, a) for a in range(len(asked))],
-                self.config.train.eval_batch_size,
-            )  # fmt: skip
-            start_loss[asked] = ev.loss.numpy()
+        if asked:  # first-timers: the start model's val loss (baseline L_k) and test accuracy
+            diagonal = [(a, a) for a in range(len(asked))]
+            for split in ("val", "test"):
+                sets = [self.client_data(ids[k], split) for k in asked]
+                ev = evaluate_pairs(self.model, t0[asked], d0[asked], sets, diagonal, self.config.train.eval_batch_size)
+                if split == "val":
+                    start_loss[asked] = ev.loss.numpy()
+                else:
+                    start_acc[asked] = ev.accuracy.numpy()
         train_sets = [self.client_data(c, "train") for c in ids]
         seeds = [derive_seed(self.config.seed, "shuffle", round_idx, int(c)) for c in ids]
         personal: dict[str, np.ndarray] = {}
@@ -147,6 +165,7 @@ class WorkerCore:
             data=out.data.numpy(),
             train_loss=out.mean_loss.numpy(),
             start_val_loss=start_loss,
+            start_test_acc=start_acc,
             n_train=np.array([len(s) for s in train_sets], np.int64),
             seconds=time.perf_counter() - start,
             **personal,
@@ -164,9 +183,12 @@ class WorkerCore:
         """Evaluate model rows on clients' splits; ``pairs[p] = (model row, index into set_clients)``."""
         start = time.perf_counter()
         sets = [self.client_data(c, split) for c in set_clients]
-        pair_list = [(int(i), int(j)) for i, j in np.asarray(pairs).reshape(-1, 2)]
+        pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+        used, rows = np.unique(pairs[:, 0], return_inverse=True)  # only the models these pairs need
+        pair_list = [(int(i), int(j)) for i, j in zip(rows, pairs[:, 1])]
         out = evaluate_pairs(
-            self.model, torch.from_numpy(np.array(task, np.float32)), torch.from_numpy(np.array(data, np.float32)),
+            self.model, torch.from_numpy(np.array(task[used], np.float32)),
+            torch.from_numpy(np.array(data[used], np.float32)),
             sets, pair_list, self.config.train.eval_batch_size, keep_predictions,
         )  # fmt: skip
         n = len(pair_list)

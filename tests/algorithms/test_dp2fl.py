@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dp2fl_ray.algorithms.dp2fl import (
+    aggregate_round_sparse,
     DataPromptUpdate,
     PeerSet,
     aggregate_data_prompt,
@@ -383,3 +384,45 @@ def test_round_rejects_inconsistent_shapes_naming_them() -> None:
         aggregate_round(LOSS3, TASK3, DATA3, PREVIOUS3[:2], BASELINES3, alpha=1.2, beta=0.2)
     with pytest.raises(ValueError, match="baselines"):
         aggregate_round(LOSS3, TASK3, DATA3, PREVIOUS3, np.ones(2), alpha=1.2, beta=0.2)
+
+
+def test_fomo_sum_with_unevaluated_pairs_uses_row_means() -> None:
+    # row 0 evaluated on 2 of 3 sets, mean 2 -> S_0 = 3 * 2 = 6; row 1 full: S_1 = 3 + 3 + 3 = 9
+    # S = 15, m = 2: w = [(15 - 6) / 15, (15 - 9) / 15] = [0.6, 0.4]
+    loss = np.array([[1.0, np.nan, 3.0], [3.0, 3.0, 3.0]])
+    assert global_weights(loss, "fomo_sum").tolist() == pytest.approx([0.6, 0.4])
+
+
+def test_an_unevaluated_peer_gets_no_weight() -> None:
+    # peer 1 was not evaluated on client k (NaN): it must not move k's prompt at all
+    previous = np.zeros(2)
+    updated = np.array([[1.0, 0.0], [0.0, 5.0]])
+    out = aggregate_data_prompt(previous, updated, np.array([0.5, np.nan]), 1.0, alpha=1.2, beta=0.2)
+    assert out.weights[1] == 0.0 and out.new_prompt.tolist() == pytest.approx([1.0, 0.0])
+
+
+def test_sparse_round_with_every_pair_equals_the_dense_round() -> None:
+    rng = np.random.default_rng(0)
+    m = 4
+    loss = rng.uniform(0.5, 2.0, (m, m))
+    task, data, prev = rng.normal(size=(m, 3)), rng.normal(size=(m, 5)), rng.normal(size=(m, 5))
+    base = rng.uniform(0.8, 1.5, m)
+    dense = aggregate_round(loss, task, data, prev, base, alpha=1.2, beta=0.2)
+    i, j = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
+    sparse = aggregate_round_sparse(i.ravel(), j.ravel(), loss.ravel(), task, data, prev, base, alpha=1.2, beta=0.2)
+    np.testing.assert_allclose(sparse.global_weights, dense.global_weights, rtol=1e-12)
+    np.testing.assert_allclose(sparse.new_data, dense.new_data, rtol=1e-12)
+    np.testing.assert_allclose(sparse.weights.reshape(m, m), dense.weights, rtol=1e-12)
+
+
+def test_sparse_round_only_uses_evaluated_peers() -> None:
+    # client 1 evaluated only models 1 and 0 -- model 2 (far away, lowest loss) must not count for it
+    task = np.zeros((3, 1))
+    data = np.array([[1.0], [0.0], [100.0]])
+    prev = np.zeros((3, 1))
+    pair_i = np.array([0, 1, 2, 0, 1, 2, 1])
+    pair_j = np.array([0, 0, 0, 1, 1, 2, 2])
+    losses = np.array([1.0, 1.0, 1.0, 0.5, 2.0, 0.1, 2.0])
+    out = aggregate_round_sparse(pair_i, pair_j, losses, task, data, prev, np.ones(3), alpha=1.2, beta=0.2)
+    # client 1: baseline 1, peer 0 at loss 0.5 is PC, peer 1 at 2.0 is DNC -> all weight on peer 0: prompt -> 1.0
+    assert out.new_data[1].tolist() == pytest.approx([1.0])

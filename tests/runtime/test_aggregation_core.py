@@ -8,6 +8,13 @@ import pytest
 from dp2fl_ray.config import AlgorithmConfig
 from dp2fl_ray.errors import RunError
 from dp2fl_ray.runtime.aggregation import AggregatorCore
+from dp2fl_ray.runtime.crosseval import CrossEval
+
+
+def _full(loss: np.ndarray) -> CrossEval:
+    m = len(loss)
+    i, j = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
+    return CrossEval(i.ravel(), j.ravel(), loss.ravel(), m)
 
 
 def _core() -> AggregatorCore:
@@ -29,7 +36,7 @@ def test_a_round_moves_global_state_and_stores_clients() -> None:
     loss = np.array([[1.0, 1.0], [3.0, 3.0]])  # S = [2, 6], S = 8: w = [(8-2)/8, (8-6)/8] = [0.75, 0.25]
     task = np.array([[1.0, 1.0], [5.0, 5.0]])
     data = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    agg = core.aggregate(start, task, data, np.array([10, 10]), loss=loss, baselines=np.array([2.0, 2.0]))
+    agg = core.aggregate(start, task, data, np.array([10, 10]), cross=_full(loss), baselines=np.array([2.0, 2.0]))
     assert agg.global_weights.tolist() == pytest.approx([0.75, 0.25])
     assert core.global_prompts()[0].tolist() == pytest.approx([2.0, 2.0])  # 0.75*1 + 0.25*5
     assert agg.dp2fl is not None
@@ -50,7 +57,7 @@ def test_non_finite_losses_stop_the_round_with_a_clear_error() -> None:
     start = core.start_round(np.array([0, 1]))
     with pytest.raises(RunError, match="non-finite"):
         core.aggregate(start, np.ones((2, 2)), np.ones((2, 3)), np.array([1, 1]),
-                       loss=np.array([[1.0, np.nan], [1.0, 1.0]]), baselines=np.array([1.0, 1.0]))  # fmt: skip
+                       cross=_full(np.array([[1.0, np.nan], [1.0, 1.0]])), baselines=np.array([1.0, 1.0]))  # fmt: skip
 
 
 def _one_round(name: str, **extra: float) -> tuple[AggregatorCore, np.ndarray]:

@@ -1,0 +1,71 @@
+"""Where a worker's time goes: torch.profiler over one slice of training and one
+cross-evaluation block, as a backbone worker runs them (one torch thread).
+
+    .venv/bin/python experiments/benchmarks/profile_engine.py [--workload minilm] [--dtype bfloat16]
+
+Prints the top operators by self CPU time for the two phases (training: a slice of 5
+clients; cross-evaluation: 10 models on 5 validation sets, one worker's half of a 10 x 10
+round) and the wall time of each, so optimisations can be judged against where the time
+really goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workloads import workload_config  # noqa: E402
+
+from dp2fl_ray.engine import LocalTraining, evaluate_pairs, train_clients  # noqa: E402
+from dp2fl_ray.runtime.work import WorkerCore  # noqa: E402
+
+
+def phases(core: WorkerCore, slice_size: int = 5, models: int = 10) -> dict[str, object]:
+    """Closures running one training slice and one cross-evaluation block."""
+    cfg = core.config
+    ids = list(range(models))
+    task0, data0 = (torch.from_numpy(a) for a in core.initial_prompts())
+    task = task0[None].repeat(models, 1)
+    data = data0[None].repeat(models, 1)
+    train_sets = [core.client_data(c, "train") for c in ids[:slice_size]]
+    val_sets = [core.client_data(c, "val") for c in ids[:slice_size]]
+    hp = LocalTraining(cfg.train.local_epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.momentum)
+    pairs = [(i, j) for i in range(models) for j in range(slice_size)]
+
+    def train() -> None:
+        train_clients(core.model, task[:slice_size], data[:slice_size], train_sets, hp, list(range(slice_size)))
+
+    def crosseval() -> None:
+        evaluate_pairs(core.model, task, data, val_sets, pairs, cfg.train.eval_batch_size)
+
+    return {"train": train, "crosseval": crosseval}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", default="minilm")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    core = WorkerCore(workload_config(args.workload, dtype=args.dtype), num_threads=args.threads)
+    for name, run in phases(core).items():
+        run()  # warm-up (first-call allocations, kernel selection)
+        start = time.perf_counter()
+        run()
+        wall = time.perf_counter() - start
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            run()
+        print(f"\n== {name}: {wall:.2f} s wall ({args.workload}, {args.dtype}, {args.threads} thread) ==")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=48))
+
+
+if __name__ == "__main__":
+    main()
