@@ -146,7 +146,7 @@ class FederationConfig(_Section):
     rounds: int = _spec(10, "[1, inf)")
     new_clients: int = _spec(2, "[0, inf)", hint="held-out clients for the global model")
     max_eval_models: int = _spec(0, "[0, inf)", hint="0 = exact up to 128 clients a round, then 128 candidates")
-    joins: str = _spec("", pattern=r"(\d+:\d+(,\d+:\d+)*)?", hint="'ROUND:COUNT,...', e.g. '5:100,10:100'")
+    joins: str = _spec("", pattern=r"(\d+@\d+(,\d+@\d+)*)?", hint="'COUNT@ROUND,...', e.g. '100@5,100@10'")
 
 
 @dataclass(frozen=True)
@@ -301,12 +301,17 @@ def _accepts(tp: Any, value: Any) -> bool:
     return _IS_TYPE[tp](value)
 
 
+_EXPONENT_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def _check_leaf(path: str, value: Any, tp: Any, meta: Mapping[str, Any]) -> Any:
     """Return ``value`` normalised to the field's type, or raise ConfigError naming ``path``."""
     if _is_section(tp):
         if not isinstance(value, tp):
             raise ConfigError(path, value, f"a {tp.__name__}")
         return value
+    if tp is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-3 (no dot, no exponent sign) as a string
     expected, hint = _expected(tp, meta), meta.get("hint", "")
     if tp is int and isinstance(value, float):
         hint = "write a whole number without a decimal point"

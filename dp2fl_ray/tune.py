@@ -4,6 +4,7 @@ A sweep YAML names a ``base`` experiment (a path, relative to the sweep file, or
 mapping) and a search ``space`` of dotted config keys::
 
     base: quickstart.yaml
+    set: [runtime.workers=1]  # overrides of the base (then the command line's --set)
     space:
       train.lr: {loguniform: [0.005, 0.2]}
       algorithm.alpha: {grid: [1.1, 1.5]}
@@ -51,8 +52,8 @@ from dp2fl_ray.metrics import atomic_write, read_summary, read_table, write_json
 DOMAINS = ("grid", "choice", "uniform", "loguniform")
 METRICS = ("personalized_acc", "global_acc", "train_loss", "val_loss", "personalized_micro_f1")
 KEYS = (
-    "base", "space", "num_samples", "max_concurrent", "metric", "mode", "scheduler", "name", "output", "driver_cpus",
-    "launch_dir",
+    "base", "set", "space", "num_samples", "max_concurrent", "metric", "mode", "scheduler", "name", "output",
+    "driver_cpus", "launch_dir",
 )  # fmt: skip
 STATUS_FILE = "trial_status.json"
 _MAX_COMBOS = 512  # corner combinations checked before Tune starts
@@ -98,6 +99,7 @@ class SweepSpec:
         return Path(self.output) / self.name
 
     def to_yaml(self) -> str:
+        """The resolved spec (base inline, overrides applied) that ``resume_sweep`` reads back."""
         data = asdict(self)
         data["space"] = {k: {d.kind: list(d.values)} for k, d in self.space.items()}
         data["scheduler"] = {"asha": asdict(self.scheduler)} if self.scheduler else None
@@ -138,7 +140,10 @@ def sweep_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = (), *, r
             close = difflib.get_close_matches(str(key), KEYS, n=1)
             hint = f"did you mean '{close[0]}'?" if close else "valid: " + ", ".join(KEYS)
             raise ConfigError(str(key), data[key], "a sweep key", hint)
-    base = _base_config(data.get("base"), overrides, relative_to)
+    in_file = data.get("set") or []
+    if not isinstance(in_file, list) or not all(isinstance(o, str) for o in in_file):
+        raise ConfigError("set", in_file, "a list of 'key.sub=value' overrides of the base experiment")
+    base = _base_config(data.get("base"), [*in_file, *overrides], relative_to)
     space = _space(data.get("space"))
     rounds = base.federation.rounds
     launch_dir = str(data.get("launch_dir") or os.getcwd())
@@ -168,11 +173,14 @@ def _stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
-def _check(data: Mapping[str, Any], key: str, tp: type, expected: str, ok: Any, default: Any = None) -> Any:
+def _check(
+    data: Mapping[str, Any], key: str, tp: type, expected: str, ok: Any, default: Any = None, where: str = ""
+) -> Any:
+    """``data[key]`` (or ``default``) if it has type ``tp`` and ``ok(value)``; else a ConfigError naming ``where + key``."""
     value = data.get(key, default)
     is_type = isinstance(value, (int, float)) if tp is float else isinstance(value, tp)
     if isinstance(value, bool) or not is_type or not ok(value):
-        raise ConfigError(key, value, expected)
+        raise ConfigError(where + key, value, expected)
     return value
 
 
@@ -214,9 +222,10 @@ def _scheduler(value: Any, rounds: int) -> Asha | None:
     unknown = set(asha) - {"max_t", "grace_period", "reduction_factor"}
     if unknown:
         raise ConfigError(f"scheduler.asha.{sorted(unknown)[0]}", asha[sorted(unknown)[0]], "max_t, grace_period or reduction_factor")
-    max_t = _check(asha, "max_t", int, f"an int in [1, {rounds}] (rounds)", lambda v: 1 <= v <= rounds, rounds)
-    grace = _check(asha, "grace_period", int, f"an int in [1, max_t={max_t}]", lambda v: 1 <= v <= max_t, 1)
-    factor = _check(asha, "reduction_factor", float, "a number > 1", lambda v: v > 1, 2.0)
+    where = "scheduler.asha."
+    max_t = _check(asha, "max_t", int, f"an int in [1, {rounds}] (the rounds)", lambda v: 1 <= v <= rounds, rounds, where)
+    grace = _check(asha, "grace_period", int, f"an int in [1, max_t={max_t}]", lambda v: 1 <= v <= max_t, 1, where)
+    factor = _check(asha, "reduction_factor", float, "a number > 1", lambda v: v > 1, 2.0, where)
     return Asha(max_t, grace, float(factor))
 
 
@@ -516,7 +525,10 @@ def _write_best(spec: SweepSpec, trials: pd.DataFrame) -> None:
     if ranked.empty:
         return
     best = ranked.loc[ranked[spec.metric].idxmax() if spec.mode == "max" else ranked[spec.metric].idxmin()]
-    config = load_config(Path(best["run_dir"]) / "config.yaml")
-    header = f"# best of sweep {spec.name}: trial {best['trial_id']}, {spec.metric} = {best[spec.metric]:.4f}\n"
+    config = config_from_dict(_set_values(spec.base, {key: best[key] for key in spec.space}))  # base's output
+    header = (
+        f"# best of sweep {spec.name}: trial {best['trial_id']} ({best['run_dir']}), "
+        f"{spec.metric} = {best[spec.metric]:.4f} after round {best['rounds_completed']}\n"
+    )
     text = header + yaml.safe_dump(config_to_dict(config), sort_keys=False)
     atomic_write(spec.sweep_dir / "best_config.yaml", lambda tmp: Path(tmp).write_text(text))

@@ -477,3 +477,10 @@ def test_pfedme_step_sizes_that_would_diverge_are_refused() -> None:
     with pytest.raises(ConfigError, match="algorithm.lam"):
         config_from_dict({"algorithm": {"name": "pfedme", "lam": 15.0}, "train": {"lr": 0.1}})
     assert config_from_dict({"algorithm": {"name": "pfedme", "lam": 15.0}, "train": {"lr": 0.035}}).algorithm.lam == 15.0
+
+
+def test_scientific_notation_floats_are_numbers_even_where_yaml_reads_strings() -> None:
+    config = load_config(None, ["train.lr=1e-3", "algorithm.eps=1.0e12"])
+    assert config.train.lr == 0.001 and config.algorithm.eps == 1e12
+    with pytest.raises(ConfigError, match="federation.rounds"):
+        load_config(None, ["federation.rounds=1e3"])  # counts stay whole numbers

@@ -36,9 +36,9 @@ def cut_slices(m: int, workers: int, max_per_slice: int) -> list[slice]:
 
 
 def parse_joins(text: str) -> list[tuple[int, int]]:
-    """``federation.joins`` ("ROUND:COUNT,...") as sorted (round, count) pairs."""
-    pairs = [tuple(int(x) for x in part.split(":")) for part in text.split(",") if part.strip()]
-    return sorted((r, n) for r, n in pairs)  # type: ignore[misc]
+    """``federation.joins`` ("COUNT@ROUND,...": COUNT clients join at ROUND) as sorted (round, count)."""
+    pairs = [part.split("@") for part in text.split(",") if part.strip()]
+    return sorted((int(r), int(n)) for n, r in pairs)
 
 
 def population_at(round_idx: int, population: int, joins: list[tuple[int, int]]) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from dp2fl_ray.engine import LocalTraining, evaluate_pairs, train_clients  # noq
 from dp2fl_ray.runtime.work import WorkerCore  # noqa: E402
 
 
-def phases(core: WorkerCore, slice_size: int = 5, models: int = 10) -> dict[str, object]:
+def phases(core: WorkerCore, slice_size: int = 5, models: int = 10) -> dict[str, Callable[[], None]]:
     """Closures running one training slice and one cross-evaluation block."""
     cfg = core.config
     ids = list(range(models))

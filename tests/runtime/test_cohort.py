@@ -43,3 +43,11 @@ def test_slices_cover_the_cohort_and_feed_every_worker(m: int, workers: int, cap
     slices = cut_slices(m, workers, cap)
     assert [s.stop - s.start for s in slices] == sizes
     assert slices[0].start == 0 and slices[-1].stop == m
+
+
+def test_joins_grow_the_population_from_their_round() -> None:
+    from dp2fl_ray.runtime.cohort import parse_joins, population_at
+
+    joins = parse_joins("100@5,7@2")  # 100 clients join at round 5, 7 at round 2
+    assert joins == [(2, 7), (5, 100)]
+    assert [population_at(r, 10, joins) for r in (1, 2, 4, 5, 9)] == [10, 17, 17, 117, 117]

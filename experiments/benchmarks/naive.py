@@ -1,0 +1,129 @@
+"""The naive arm: one process, clients one after another, the same math as dp2fl-ray.
+
+What a competent researcher writes without a simulator: one client at a time,
+``torch.optim.SGD`` over that client's two prompt rows (B = 1), a plain forward and
+backward of the same model class, and evaluation one (model, data set) pair at a time
+under ``torch.inference_mode``. The server maths (FedAvg; DP2FL's aggregation) is the
+package's own pure code (``AggregatorCore``), so every arm aggregates identically; the
+shuffles use the same derived seeds, so every arm sees the same batches.
+
+``train_one_client`` and ``evaluate_one`` are also what the Flower arm's ClientApp runs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dp2fl_ray.config import ExperimentConfig
+from dp2fl_ray.engine import ClientData, LocalTraining
+from dp2fl_ray.engine.batched import client_batches
+from dp2fl_ray.models.base import DualPromptModel
+from dp2fl_ray.runtime.aggregation import AggregatorCore
+from dp2fl_ray.runtime.cohort import sample_cohort
+from dp2fl_ray.runtime.work import WorkerCore, local_training
+from dp2fl_ray.seeding import derive_seed
+
+
+def train_one_client(
+    model: DualPromptModel, task: np.ndarray, data: np.ndarray, client: ClientData, hp: LocalTraining, seed: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """One client's local SGD from prompts ``(Dt,)``, ``(Dd,)``: new prompts and mean loss."""
+    pt = torch.from_numpy(np.array(task, np.float32))[None].requires_grad_(True)  # (1, Dt)
+    pd = torch.from_numpy(np.array(data, np.float32))[None].requires_grad_(True)  # (1, Dd)
+    opt = torch.optim.SGD([pt, pd], lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+    losses = []
+    for idx in client_batches(len(client), hp, seed):
+        owner = torch.zeros(len(idx), dtype=torch.long)
+        with model.autocast():
+            logits = model.logits(client.inputs[idx], pt, pd, owner, model.class_features(pt))
+        loss = F.cross_entropy(logits.float(), client.labels[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return pt.detach()[0].numpy(), pd.detach()[0].numpy(), float(np.mean(losses))
+
+
+@torch.inference_mode()
+def evaluate_one(
+    model: DualPromptModel, task: np.ndarray, data: np.ndarray, client: ClientData, batch_size: int
+) -> tuple[float, int, int]:
+    """One model on one data set: mean loss, correct count, sample count."""
+    pt = torch.from_numpy(np.array(task, np.float32))[None]
+    pd = torch.from_numpy(np.array(data, np.float32))[None]
+    with model.autocast():
+        class_feats = model.class_features(pt)
+    loss_sum, correct = 0.0, 0
+    for lo in range(0, len(client), batch_size):
+        x, y = client.inputs[lo : lo + batch_size], client.labels[lo : lo + batch_size]
+        with model.autocast():
+            logits = model.logits(x, pt, pd, torch.zeros(len(y), dtype=torch.long), class_feats)
+        loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+        correct += int((logits.argmax(-1) == y).sum())
+    return loss_sum / max(1, len(client)), correct, len(client)
+
+
+class NaiveLoop:
+    """The whole federation in one process: data and model of ``WorkerCore``, loops by hand."""
+
+    def __init__(self, config: ExperimentConfig, threads: int) -> None:
+        self.config = config
+        self.core = WorkerCore(config, num_threads=threads)
+        self.hp = local_training(config)
+        task, data = self.core.initial_prompts()
+        self.server = AggregatorCore(config.algorithm, task, data)
+        self.cache: dict[tuple[int, str], ClientData] = {}
+
+    def client(self, cid: int, split: str) -> ClientData:
+        """A client's split, tokenized once (a researcher would keep them in memory too)."""
+        key = (int(cid), split)
+        if key not in self.cache:
+            self.cache[key] = self.core.client_data(cid, split)
+        return self.cache[key]
+
+    def evaluate(self, task: np.ndarray, data: np.ndarray, cid: int, split: str) -> tuple[float, int, int]:
+        return evaluate_one(self.core.model, task, data, self.client(cid, split), self.config.train.eval_batch_size)
+
+    def round(self, r: int) -> float:
+        """One round; returns the mean over cohort clients of their test accuracy."""
+        cfg = self.config
+        cohort = sample_cohort(cfg.seed, r, cfg.federation.population, cfg.federation.cohort)
+        start = self.server.start_round(cohort)
+        is_dp2fl = cfg.algorithm.name == "dp2fl"
+        baselines = start.baselines.copy()
+        tasks, datas, n_train = [], [], []
+        for k, cid in enumerate(cohort):
+            if is_dp2fl and start.first_time[k]:
+                baselines[k] = self.evaluate(start.task[k], start.data[k], cid, "val")[0]
+            seed = derive_seed(cfg.seed, "shuffle", r, int(cid))
+            t, d, _ = train_one_client(self.core.model, start.task[k], start.data[k], self.client(cid, "train"), self.hp, seed)
+            tasks.append(t)
+            datas.append(d)
+            n_train.append(len(self.client(cid, "train")))
+        task, data = np.stack(tasks), np.stack(datas)  # (m, Dt), (m, Dd)
+        loss = None
+        if is_dp2fl:  # the m x m cross-evaluation, one (model, validation set) pair at a time
+            loss = np.array([[self.evaluate(task[i], data[i], j, "val")[0] for j in cohort] for i in range(len(cohort))])
+        update = self.server.aggregate(start, task, data, np.array(n_train), loss=loss, baselines=baselines)
+        val = [self.evaluate(update.personal_task[k], update.personal_data[k], c, "val") for k, c in enumerate(cohort)]
+        test = [self.evaluate(update.personal_task[k], update.personal_data[k], c, "test") for k, c in enumerate(cohort)]
+        self.server.commit(cohort, update, np.array([v[0] for v in val]))
+        return float(np.mean([c / max(1, n) for _, c, n in test]))
+
+
+def run_naive(config: ExperimentConfig, threads: int = 2) -> dict[str, Any]:
+    """Run the naive loop; timings as every arm reports them."""
+    t0 = time.perf_counter()
+    loop = NaiveLoop(config, threads)
+    startup = time.perf_counter() - t0
+    round_s, acc = [], float("nan")
+    for r in range(1, config.federation.rounds + 1):
+        t = time.perf_counter()
+        acc = loop.round(r)
+        round_s.append(time.perf_counter() - t)
+    return {"startup_s": startup, "round_s": round_s, "final_acc": acc, "threads": threads}

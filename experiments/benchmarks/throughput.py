@@ -1,0 +1,202 @@
+"""Throughput of dp2fl-ray against a naive loop and Flower's simulation engine.
+
+    .venv/bin/python experiments/benchmarks/throughput.py [--quick] [--reps 3]
+
+One fixed workload (``workloads.py``: MiniLM on CLINC150, and the tiny CLIP on digits),
+run three ways, each arm in a fresh child process whose whole process tree's peak RSS is
+sampled (``measure.py``):
+
+1. ``dp2fl-ray``: ``run_experiment`` as a user runs it (local Ray, 2 workers x 1 CPU,
+   batched engine), ``algorithm.name: promptfl``; in float32 and in bfloat16;
+2. ``naive``: one process (2 torch threads), clients one after another (``naive.py``);
+3. ``flower``: Flower's simulation engine, 2 single-thread actors (``flower_arm.py``, in
+   ``.venv-bench``; skipped with a note when that venv is missing).
+
+Then the DP2FL round (training + m x m cross-evaluation + aggregation + evaluation):
+dp2fl-ray against the naive loop doing the same maths one client and one validation set
+at a time. Arms are interleaved (rep 1 of every arm, then rep 2, ...) because the machine
+is shared and noisy; tables quote medians and ratios. Finally the utilisation of the
+engine's backbone passes against this machine's dense-matmul ceiling (``flops.py``).
+
+Writes ``results/benchmarks/throughput.md`` and ``throughput_runs.parquet`` (every run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from measure import run_child  # noqa: E402
+from tables import SUMMARY_COLUMNS, UTILISATION_COLUMNS, markdown_table, summarise, updates_per_s  # noqa: E402
+from workloads import REPO, WORKLOADS, workload_config  # noqa: E402
+
+BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
+OUT = REPO / "results" / "benchmarks"
+# (section, arm, dtype): what one repetition of a workload runs, in this order.
+PLAN = (
+    ("promptfl", "dp2fl-ray", "float32"),
+    ("promptfl", "naive", "float32"),
+    ("promptfl", "flower", "float32"),
+    ("promptfl", "dp2fl-ray", "bfloat16"),
+    ("dp2fl", "dp2fl-ray", "float32"),
+    ("dp2fl", "naive", "float32"),
+    ("dp2fl", "dp2fl-ray", "bfloat16"),
+)
+
+
+def child_main(args: argparse.Namespace) -> None:
+    """Inside a child process: run one arm and write its JSON result."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    config = workload_config(args.workload, algorithm=args.algorithm, dtype=args.dtype, quick=args.quick)
+    if args.child == "dp2fl-ray":
+        from ours import run_ours
+
+        result = run_ours(config)
+    elif args.child == "naive":
+        from naive import run_naive
+
+        result = run_naive(config, threads=int(config.runtime.workers * config.runtime.cpus_per_worker))
+    elif args.child == "flower":
+        import numpy as np
+        from flower_arm import run_flower
+
+        with np.load(args.initial) as init:
+            result = run_flower(config, (init["task"], init["data"]))
+    elif args.child == "utilisation":
+        from utilisation import measure_utilisation
+
+        result = {"rows": measure_utilisation(config, args.dtype)}
+    else:
+        raise SystemExit(f"unknown arm {args.child!r}")
+    Path(args.result).write_text(json.dumps(result))
+
+
+def initial_prompts_file(workload: str, quick: bool, scratch: Path) -> Path:
+    """The round-0 prompts for the Flower server (computed here, so its process holds no backbone)."""
+    import numpy as np
+    import torch
+
+    from dp2fl_ray.runtime.work import WorkerCore
+
+    path = scratch / f"initial-{workload}.npz"
+    if not path.exists():
+        torch.set_num_threads(1)
+        task, data = WorkerCore(workload_config(workload, quick=quick)).initial_prompts()
+        np.savez(path, task=task, data=data)
+    return path
+
+
+def run_arm(section: str, workload: str, arm: str, dtype: str, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    python = str(BENCH_PYTHON) if arm == "flower" else sys.executable
+    result_path = scratch / "result.json"
+    cmd = [python, str(Path(__file__).resolve()), "--child", arm, "--workload", workload, "--algorithm", section,
+           "--dtype", dtype, "--result", str(result_path)]  # fmt: skip
+    if args.quick:
+        cmd.append("--quick")
+    if arm == "flower":
+        cmd += ["--initial", str(initial_prompts_file(workload, args.quick, scratch))]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(HERE)}
+    res = run_child(cmd, result_path, timeout_s=args.timeout, env=env)
+    cfg = workload_config(workload, algorithm=section, dtype=dtype, quick=args.quick)
+    rounds_s = float(sum(res["round_s"]))
+    return {
+        "section": section, "workload": workload, "arm": arm, "dtype": dtype,
+        "rounds": len(res["round_s"]), "cohort": cfg.federation.cohort, "rounds_s": rounds_s,
+        "round_s": rounds_s / len(res["round_s"]),
+        "updates_per_s": updates_per_s(cfg.federation.cohort, len(res["round_s"]), rounds_s),
+        "startup_s": res["startup_s"], "final_acc": res["final_acc"], "peak_rss_mb": res["peak_rss_mb"],
+        "process_s": res["process_s"], "threads": res["threads"],
+    }  # fmt: skip
+
+
+def write_report(runs: pd.DataFrame, util: pd.DataFrame, args: argparse.Namespace, notes: list[str]) -> Path:
+    summary = summarise(runs)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = [
+        "# Throughput: dp2fl-ray vs a naive loop vs Flower's simulation engine",
+        "",
+        f"Written by `experiments/benchmarks/throughput.py{' --quick' if args.quick else ''}` on {stamp}; "
+        f"{os.cpu_count()} CPU cores, shared with other work (noisy): medians of {args.reps} interleaved runs.",
+        "client-updates/s = clients trained per round x rounds / wall time of the rounds (start-up apart). "
+        "Peak RSS: the arm's whole process tree (Ray processes included), sampled every 0.2 s.",
+        "",
+        markdown_table(summary, SUMMARY_COLUMNS),
+        "",
+    ]
+    if len(util):
+        text += ["## Utilisation of the backbone passes (one worker, one thread)", "", markdown_table(util, UTILISATION_COLUMNS), ""]
+    text += [f"- {n}" for n in notes]
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / ("throughput_quick.md" if args.quick else "throughput.md")
+    path.write_text("\n".join(text) + "\n")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 4 clients, cohort 2, 1 round, 1 rep")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
+    parser.add_argument("--sections", nargs="+", default=["promptfl", "dp2fl"], choices=["promptfl", "dp2fl"])
+    parser.add_argument("--arms", nargs="+", default=["dp2fl-ray", "naive", "flower"])
+    parser.add_argument("--no-utilisation", action="store_true")
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--workload", help=argparse.SUPPRESS)
+    parser.add_argument("--algorithm", help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--initial", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_main(args)
+        return
+    if args.quick:
+        args.reps = 1
+    notes: list[str] = []
+    arms = list(args.arms)
+    if "flower" in arms and not BENCH_PYTHON.exists():
+        arms.remove("flower")
+        notes.append(f"Flower arm skipped: no {BENCH_PYTHON} (python3 -m venv .venv-bench; pip install 'flwr[simulation]' and this package)")
+    scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"dp2fl-throughput-{os.getpid()}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    plan = [p for p in PLAN if p[0] in args.sections and p[1] in arms]
+    rows, util_rows = [], []
+    for rep in range(args.reps):
+        for workload in args.workloads:
+            for section, arm, dtype in plan:
+                if section == "dp2fl" and workload != "minilm":
+                    continue  # the DP2FL round comparison is on the MiniLM workload
+                t = time.perf_counter()
+                row = run_arm(section, workload, arm, dtype, args, scratch)
+                rows.append({**row, "rep": rep})
+                print(f"rep {rep} {workload:6s} {section:8s} {arm:9s} {dtype:8s} {row['updates_per_s']:6.2f} updates/s "
+                      f"acc {row['final_acc']:.3f} peak {row['peak_rss_mb']:.0f} MiB ({time.perf_counter() - t:.0f} s)", flush=True)  # fmt: skip
+            if not args.no_utilisation:
+                for dtype in ("float32", "bfloat16"):
+                    res = run_child([sys.executable, str(Path(__file__).resolve()), "--child", "utilisation", "--workload",
+                                     workload, "--algorithm", "promptfl", "--dtype", dtype, "--result", str(scratch / "u.json")]
+                                    + (["--quick"] if args.quick else []), scratch / "u.json", args.timeout)  # fmt: skip
+                    util_rows += [{**r, "rep": rep} for r in res["rows"]]
+    runs = pd.DataFrame(rows)
+    OUT.mkdir(parents=True, exist_ok=True)
+    runs.to_parquet(OUT / ("throughput_runs_quick.parquet" if args.quick else "throughput_runs.parquet"), index=False)
+    util = pd.DataFrame(util_rows)
+    if len(util):
+        util = util.groupby(["workload", "dtype", "phase"], as_index=False).median(numeric_only=True)
+    print(f"wrote {write_report(runs, util, args, notes)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Utilisation: the engine's FLOP/s in a worker against the dense-matmul ceiling.
+
+One torch thread, as a backbone worker with ``cpus_per_worker: 1``. Phases are those of
+``profile_engine.phases``: a training slice of 5 clients and a cross-evaluation block of
+10 models x 5 validation sets. FLOPs are those executed (``FlopCounterMode``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from dp2fl_ray.config import ExperimentConfig
+from dp2fl_ray.runtime.work import WorkerCore
+from flops import achieved, matmul_ceiling
+from profile_engine import phases
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def measure_utilisation(config: ExperimentConfig, dtype: str, threads: int = 1) -> list[dict[str, Any]]:
+    """One row per phase: GFLOP per call, seconds per call, GFLOP/s, ceiling, utilisation."""
+    torch.set_num_threads(threads)
+    core = WorkerCore(config, num_threads=threads)
+    slice_size = min(5, config.federation.cohort)
+    ceiling = matmul_ceiling(DTYPES[dtype])
+    rows = []
+    for name, fn in phases(core, slice_size=slice_size, models=config.federation.cohort).items():
+        flop_s, flops, seconds = achieved(fn)
+        rows.append({
+            "workload": "minilm" if config.model.backbone == "bert" else config.model.backbone, "dtype": dtype, "phase": name, "gflop": flops / 1e9,
+            "seconds": seconds, "gflops": flop_s / 1e9, "ceiling_gflops": ceiling / 1e9,
+            "utilisation": flop_s / ceiling,
+        })  # fmt: skip
+    return rows
