@@ -223,6 +223,7 @@ class Simulation:
         cohort = sample_cohort(cfg.seed, r, population, min(cfg.federation.cohort, population))
         slices = cut_slices(len(cohort), len(self.workers), cfg.runtime.clients_per_slice)
         start = ray.get(self.aggregator.start_round.remote(cohort))
+        timings["start_s"] = time.perf_counter() - t_round  # sampling + store reads
         need_baseline = (start.first_time | (cfg.algorithm.baseline == "refresh")) & is_dp2fl
         first = start.first_time | need_baseline
         bar.phase(r, "train")
@@ -268,7 +269,9 @@ class Simulation:
             global_test = self.evaluate_global(update.global_task, update.global_data, held_out)
         timings["eval_s"] = time.perf_counter() - t
 
+        t = time.perf_counter()
         ray.get(self.aggregator.commit.remote(cohort, update, personal_val.loss))
+        timings["commit_s"] = time.perf_counter() - t  # store writes
         timings["wall_s"] = time.perf_counter() - t_round
         outcome = records.RoundOutcome(
             r, cohort, start, baselines, train_loss, n_train, trained.start_test_acc[keep], cross, update,
@@ -281,15 +284,17 @@ class Simulation:
     def write_round(self, outcome: records.RoundOutcome, failed: pd.DataFrame) -> None:
         """The round's rows of every table (rounds last: its presence means the round is whole)."""
         cfg, r = self.config, outcome.round_idx
-        clients = records.clients_frame(outcome)
-        self.metrics.write("clients", r, pd.concat([clients, failed], ignore_index=True) if len(failed) else clients)
         evals = records.evals_frame(outcome)
         if r == cfg.federation.rounds and len(outcome.held_out) and cfg.algorithm.name != "local":
             evals = pd.concat([evals, self.new_client_evals(outcome.update, outcome.held_out)], ignore_index=True)
+        t = time.perf_counter()
+        clients = records.clients_frame(outcome)
+        self.metrics.write("clients", r, pd.concat([clients, failed], ignore_index=True) if len(failed) else clients)
         self.metrics.write("evals", r, evals)
         aggregation = records.aggregation_frame(outcome)
         if aggregation is not None:
             self.metrics.write("aggregation", r, aggregation)
+        outcome.timings["metrics_s"] = time.perf_counter() - t  # the other tables' writes
         round_row = records.rounds_frame(outcome)
         self.metrics.write("rounds", r, round_row)
         if self.on_round is not None:

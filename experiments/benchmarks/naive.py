@@ -25,6 +25,7 @@ from dp2fl_ray.engine.batched import client_batches
 from dp2fl_ray.models.base import DualPromptModel
 from dp2fl_ray.runtime.aggregation import AggregatorCore
 from dp2fl_ray.runtime.cohort import sample_cohort
+from dp2fl_ray.runtime.crosseval import CrossEval
 from dp2fl_ray.runtime.work import WorkerCore, local_training
 from dp2fl_ray.seeding import derive_seed
 
@@ -106,10 +107,13 @@ class NaiveLoop:
             datas.append(d)
             n_train.append(len(self.client(cid, "train")))
         task, data = np.stack(tasks), np.stack(datas)  # (m, Dt), (m, Dd)
-        loss = None
+        cross = None
         if is_dp2fl:  # the m x m cross-evaluation, one (model, validation set) pair at a time
-            loss = np.array([[self.evaluate(task[i], data[i], j, "val")[0] for j in cohort] for i in range(len(cohort))])
-        update = self.server.aggregate(start, task, data, np.array(n_train), loss=loss, baselines=baselines)
+            m = len(cohort)
+            pair_i, pair_j = (a.ravel() for a in np.meshgrid(np.arange(m), np.arange(m), indexing="ij"))
+            loss = np.array([self.evaluate(task[i], data[i], cohort[j], "val")[0] for i, j in zip(pair_i, pair_j)])
+            cross = CrossEval(pair_i, pair_j, loss, m)
+        update = self.server.aggregate(start, task, data, np.array(n_train), cross=cross, baselines=baselines)
         val = [self.evaluate(update.personal_task[k], update.personal_data[k], c, "val") for k, c in enumerate(cohort)]
         test = [self.evaluate(update.personal_task[k], update.personal_data[k], c, "test") for k, c in enumerate(cohort)]
         self.server.commit(cohort, update, np.array([v[0] for v in val]))
