@@ -223,7 +223,7 @@ def _scheduler(value: Any, rounds: int) -> Asha | None:
     if unknown:
         raise ConfigError(f"scheduler.asha.{sorted(unknown)[0]}", asha[sorted(unknown)[0]], "max_t, grace_period or reduction_factor")
     where = "scheduler.asha."
-    max_t = _check(asha, "max_t", int, f"an int in [1, {rounds}] (the rounds)", lambda v: 1 <= v <= rounds, rounds, where)
+    max_t = _check(asha, "max_t", int, "an int >= 1 (default: the rounds)", lambda v: v >= 1, rounds, where)
     grace = _check(asha, "grace_period", int, f"an int in [1, max_t={max_t}]", lambda v: 1 <= v <= max_t, 1, where)
     factor = _check(asha, "reduction_factor", float, "a number > 1", lambda v: v > 1, 2.0, where)
     return Asha(max_t, grace, float(factor))

@@ -39,7 +39,8 @@ def _spec(tiny_config: ExperimentConfig, **sweep: Any) -> dict[str, Any]:
         ({"space": {"train.lr": {"loguniform": [0, 0.1]}}}, "space.train.lr.loguniform"),
         ({"space": {"train.lr": {"range": [0, 0.1]}}}, "space.train.lr"),
         ({"space": {"federation.cohort": {"grid": [2, 8]}}}, "space.federation.cohort"),  # cohort > population
-        ({"scheduler": {"asha": {"max_t": 9}}}, "scheduler.asha.max_t"),  # more than the 2 rounds
+        ({"scheduler": {"asha": {"grace_period": 3}}}, "scheduler.asha.grace_period"),  # > max_t = the 2 rounds
+        ({"scheduler": {"asha": {"max_t": 2, "reduction_factor": 1}}}, "scheduler.asha.reduction_factor"),
         ({"metric": "accuracy"}, "metric"),
         ({"mode": "maximise"}, "mode"),
     ],
@@ -64,9 +65,10 @@ def test_a_trial_reserves_a_bundle_for_its_driver_and_one_per_worker(tiny_config
 
 
 def test_the_shipped_sweep_is_valid_and_set_overrides_reach_the_base() -> None:
-    spec = load_sweep(ROOT / "experiments" / "sweep.yaml", ["federation.rounds=3"])
+    spec = load_sweep(ROOT / "experiments" / "sweep.yaml", ["federation.rounds=6"])
     assert set(spec.space) == {"train.lr", "algorithm.alpha"}
-    assert spec.base["federation"]["rounds"] == 3 and spec.base["data"]["source"] == "digits"
+    assert spec.base["federation"]["rounds"] == 6 and spec.base["data"]["source"] == "digits"
+    assert spec.base["runtime"]["workers"] == 1 and spec.scheduler is not None and spec.scheduler.max_t == 6
     assert spec.sweep_dir.is_absolute()
 
 

@@ -69,6 +69,12 @@ class DualPromptModel(nn.Module, abc.ABC):
         ``class_feats`` is ``class_features(task)``, computed once per step by the caller.
         """
 
+    def place(self, device: torch.device) -> DualPromptModel:
+        """Move the backbone (and every buffer) to ``device``; prompts follow it per call."""
+        self.to(device)
+        self.device = device
+        return self
+
     def freeze(self) -> None:
         """Freeze every backbone parameter and switch to eval mode (no dropout)."""
         for p in self.parameters():

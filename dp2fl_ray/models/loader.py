@@ -20,6 +20,7 @@ from transformers import AutoTokenizer, CLIPConfig, CLIPModel, PreTrainedModel, 
 
 from dp2fl_ray.errors import ModelError
 from dp2fl_ray.models.base import DualPromptModel
+from dp2fl_ray.models.memory import check_device_memory
 from dp2fl_ray.models.bert_loading import build_tiny_bert, load_bert
 from dp2fl_ray.models.bert_prompt import BertPrompt
 from dp2fl_ray.models.clip_maple import ClipMaple
@@ -141,7 +142,9 @@ BUILDERS: dict[str, _Builder] = {"clip": _build_clip, "vit": _build_vit, "bert":
 BACKBONES = tuple(BUILDERS)
 
 
-def build_model(model_cfg: Any, class_names: Sequence[str], texts: Sequence[str] = ()) -> DualPromptModel:
+def build_model(
+    model_cfg: Any, class_names: Sequence[str], texts: Sequence[str] = (), gpus_per_worker: float = 1.0
+) -> DualPromptModel:
     """The configured backbone with dual prompts, frozen, on the configured device.
 
     Args:
@@ -149,6 +152,8 @@ def build_model(model_cfg: Any, class_names: Sequence[str], texts: Sequence[str]
         class_names: one name per class, in label order.
         texts: for a tiny random ``bert`` only: the texts the run will tokenize, so that the
             offline word-level vocabulary covers them (unseen words become ``[UNK]``).
+        gpus_per_worker: the worker's GPU share, for the free-memory check before placing
+            the backbone on a GPU (``models/memory.py``).
 
     Raises:
         ModelError: unknown backbone, missing or broken weights, prompts deeper than the model.
@@ -159,4 +164,7 @@ def build_model(model_cfg: Any, class_names: Sequence[str], texts: Sequence[str]
             f"model.backbone {model_cfg.backbone!r} is not available in this version; "
             f"available: {', '.join(BACKBONES)}"
         )
-    return builder(model_cfg, class_names, texts, resolve_device(model_cfg.device))
+    device = resolve_device(model_cfg.device)
+    model = builder(model_cfg, class_names, texts, torch.device("cpu"))
+    check_device_memory(model, device, gpus_per_worker)
+    return model.place(device)

@@ -92,7 +92,7 @@ class WorkerCore:
             test_fraction=p.test_fraction, samples_per_client=p.samples_per_client,
         )  # fmt: skip
         texts = list(self.source.train.inputs) if self.source.modality == "text" else []
-        self.model = build_model(cfg.model, self.source.class_names, texts=texts)  # texts: a tiny model's vocabulary
+        self.model = build_model(cfg.model, self.source.class_names, texts=texts, gpus_per_worker=cfg.runtime.gpus_per_worker)  # texts: a tiny model's vocabulary
         self.hp = local_training(cfg)
 
     def describe(self) -> dict[str, Any]:
