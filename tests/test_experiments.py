@@ -9,7 +9,9 @@ import pytest
 from dp2fl_ray.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "experiments").glob("*.yaml")) + sorted((ROOT / "experiments" / "paper").glob("*.yaml"))
+CONFIGS = [p for p in sorted((ROOT / "experiments").glob("*.yaml")) if not p.name.startswith("sweep")] + sorted(
+    (ROOT / "experiments" / "paper").glob("*.yaml")
+)  # sweep*.yaml are Tune sweeps (tests/test_tune.py)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
