@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ["DP2FL_LOG_LEVEL"] = args.log_level  # workers inherit DP2FL_* variables
     try:
         return int(importlib.import_module(COMMANDS[args.command][0]).cli_main(args))
     except Dp2flError as exc:

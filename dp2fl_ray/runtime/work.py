@@ -7,6 +7,7 @@ everything it produced, so any worker can run any slice and a lost slice is simp
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -57,6 +58,16 @@ class EvalResult:
 
 
 FAULT_ENV = "DP2FL_FAULT_CLIENTS"
+LOG_LEVEL_ENV = "DP2FL_LOG_LEVEL"
+log = logging.getLogger("dp2fl_ray.worker")
+
+
+def _configure_logging() -> None:
+    """Key=value log lines from workers (Ray forwards them to the driver, prefixed with the
+    actor); the level follows ``dp2fl-ray --log-level`` through ``DP2FL_LOG_LEVEL``."""
+    level = os.environ.get(LOG_LEVEL_ENV, "WARNING").upper()
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(level)
 
 
 def _inject_fault(client_ids: np.ndarray) -> None:
@@ -79,6 +90,7 @@ class WorkerCore:
     """Backbone, data and partitioner of one worker; runs slices of training and evaluation."""
 
     def __init__(self, config: dict[str, Any] | ExperimentConfig, num_threads: int | None = None) -> None:
+        _configure_logging()
         self.config = config if isinstance(config, ExperimentConfig) else config_from_dict(config)
         if num_threads:
             torch.set_num_threads(num_threads)
@@ -94,6 +106,7 @@ class WorkerCore:
         texts = list(self.source.train.inputs) if self.source.modality == "text" else []
         self.model = build_model(cfg.model, self.source.class_names, texts=texts, gpus_per_worker=cfg.runtime.gpus_per_worker)  # texts: a tiny model's vocabulary
         self.hp = local_training(cfg)
+        log.info("worker ready: backbone=%s device=%s threads=%d", cfg.model.backbone, self.model.device, torch.get_num_threads())
 
     def describe(self) -> dict[str, Any]:
         """Facts for the run's log and summary."""
@@ -159,6 +172,10 @@ class WorkerCore:
             personal = {"personal_task": pf.personal_task.numpy(), "personal_data": pf.personal_data.numpy()}
         else:
             out = train_clients(self.model, t0, d0, train_sets, self.hp, seeds)
+        log.debug(
+            "phase=train round=%d clients=%s seconds=%.2f mean_loss=%.4f",
+            round_idx, ids.tolist(), time.perf_counter() - start, float(np.mean(out.mean_loss.numpy())),
+        )  # fmt: skip
         return TrainResult(
             client_ids=ids,
             task=out.task.numpy(),
@@ -202,6 +219,10 @@ class WorkerCore:
             if out.predictions is not None:
                 y, yhat = sets[j].labels.numpy(), out.predictions[p].numpy()
                 mi[p], ma[p] = micro_f1(y, yhat), macro_f1(y, yhat)
+        log.debug(
+            "phase=eval split=%s clients=%s pairs=%d seconds=%.2f",
+            split, [int(c) for c in set_clients], n, time.perf_counter() - start,
+        )  # fmt: skip
         return EvalResult(
             loss=out.loss.numpy(), correct=out.correct.numpy(), count=out.count.numpy(),
             micro_f1=mi, macro_f1=ma, majority_acc=maj, seconds=time.perf_counter() - start,
