@@ -18,12 +18,17 @@ from dp2fl_ray.errors import Dp2flError
 
 COMMANDS = {
     "run": ("dp2fl_ray.commands.run", "run one experiment (local Ray unless --address or RAY_ADDRESS)"),
-    "report": ("dp2fl_ray.commands.report", "write report.md and PNG plots of one run, or compare several runs into --out"),
+    "report": (
+        "dp2fl_ray.commands.report",
+        "write report.md and PNG plots of one run, or compare several runs into --out",
+    ),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dp2fl-ray", description="Simulate dual-prompt personalised FL on Ray.")
+    parser = argparse.ArgumentParser(
+        prog="dp2fl-ray", description="Simulate dual-prompt personalised FL on Ray."
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in COMMANDS.items():

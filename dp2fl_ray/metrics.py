@@ -84,7 +84,6 @@ class MetricsWriter:
         atomic_write(path, lambda tmp: pq.write_table(arrow, tmp))
         return path
 
-
     def drop_rounds_after(self, last_round: int) -> None:
         """Remove every table's partitions of rounds after ``last_round`` and stray temp files
         (a resumed run writes those rounds again)."""

@@ -9,7 +9,9 @@ import pytest
 from dp2fl_ray.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = [p for p in sorted((ROOT / "experiments").glob("*.yaml")) if not p.name.startswith("sweep")] + sorted(
+CONFIGS = [
+    p for p in sorted((ROOT / "experiments").glob("*.yaml")) if not p.name.startswith("sweep")
+] + sorted(
     (ROOT / "experiments" / "paper").glob("*.yaml")
 )  # sweep*.yaml are Tune sweeps (tests/test_tune.py)
 
@@ -22,7 +24,20 @@ def test_experiment_config_validates(path: Path) -> None:
 
 def test_the_paper_configs_cover_the_papers_eight_datasets() -> None:
     names = {p.stem for p in (ROOT / "experiments" / "paper").glob("*.yaml")}
-    assert names == {"caltech101", "dtd", "eurosat", "fgvc_aircraft", "food101", "oxford_flowers", "oxford_pets", "ucf101"}
+    assert names == {
+        "caltech101",
+        "dtd",
+        "eurosat",
+        "fgvc_aircraft",
+        "food101",
+        "oxford_flowers",
+        "oxford_pets",
+        "ucf101",
+    }
     for name in names:
         config = load_config(ROOT / "experiments" / "paper" / f"{name}.yaml")
-        assert (config.model.backbone, config.data.source, config.federation.population) == ("clip", "coop", 10)
+        assert (config.model.backbone, config.data.source, config.federation.population) == (
+            "clip",
+            "coop",
+            10,
+        )

@@ -36,14 +36,18 @@ def cli_main(args: argparse.Namespace) -> int:
 
     if args.resume:
         if args.config or args.overrides:
-            raise ConfigError("--resume", args.resume, "no CONFIG and no --set", "a resumed run keeps its saved config")
+            raise ConfigError(
+                "--resume", args.resume, "no CONFIG and no --set", "a resumed run keeps its saved config"
+            )
         from dp2fl_ray.runtime.simulation import resume_experiment
 
         summary = resume_experiment(args.resume, progress=not args.quiet)
         print(json.dumps({k: summary[k] for k in HEADLINE if k in summary}, indent=2))
         return 0
     if not args.config:
-        raise ConfigError("CONFIG", None, "an experiment YAML", "e.g. dp2fl-ray run experiments/quickstart.yaml")
+        raise ConfigError(
+            "CONFIG", None, "an experiment YAML", "e.g. dp2fl-ray run experiments/quickstart.yaml"
+        )
 
     overrides = list(args.overrides)
     if args.address:

@@ -47,7 +47,12 @@ def start_workers(config_dict: dict[str, Any], runtime: Any, run_id: str) -> lis
 
 
 def start_aggregator(
-    algorithm: Any, initial_task: np.ndarray, initial_data: np.ndarray, store: Any, store_uri: str, run_id: str
+    algorithm: Any,
+    initial_task: np.ndarray,
+    initial_data: np.ndarray,
+    store: Any,
+    store_uri: str,
+    run_id: str,
 ) -> Any:
     """The aggregator actor ``dp2fl:<run_id>:aggregator``, on the driver's node (soft=False:
     it must not wander)."""

@@ -28,9 +28,9 @@ from dp2fl_ray.algorithms.dp2fl import (
     aggregate_round_sparse,
     initglo_start,
 )
+from dp2fl_ray.config import StoreConfig
 from dp2fl_ray.errors import RunError
 from dp2fl_ray.runtime.crosseval import CrossEval
-from dp2fl_ray.config import StoreConfig
 from dp2fl_ray.state import ClientState, ClientStore, InMemoryClientStore, ShardedClientStore, open_store
 
 
@@ -94,9 +94,14 @@ class AggregatorCore:
         task = np.repeat(self.global_task[None], m, axis=0)  # (m, Dt)
         data = np.repeat(self.global_data[None], m, axis=0)  # (m, Dd)
         if self.name == "dp2fl":
-            data = np.stack([initglo_start(None if r is None else r.data_prompt, self.global_data) for r in rows])
+            data = np.stack(
+                [initglo_start(None if r is None else r.data_prompt, self.global_data) for r in rows]
+            )
         elif self.name == "local":
-            own = [np.concatenate([self.initial_task, self.initial_data]) if r is None else r.data_prompt for r in rows]
+            own = [
+                np.concatenate([self.initial_task, self.initial_data]) if r is None else r.data_prompt
+                for r in rows
+            ]
             task, data = np.stack([v[:dt] for v in own]), np.stack([v[dt:] for v in own])
         return RoundStart(
             global_task=self.global_task.copy(),
@@ -158,7 +163,10 @@ class AggregatorCore:
         if cross is None or baselines is None:
             raise ValueError("dp2fl needs the cross-evaluation and the baselines")
         if not np.all(np.isfinite(cross.loss)) or not np.all(np.isfinite(baselines)):
-            bad = [(int(cross.pair_i[p]), int(cross.pair_j[p])) for p in np.flatnonzero(~np.isfinite(cross.loss))[:5]]
+            bad = [
+                (int(cross.pair_i[p]), int(cross.pair_j[p]))
+                for p in np.flatnonzero(~np.isfinite(cross.loss))[:5]
+            ]
             raise RunError(
                 f"non-finite validation losses in the cross-evaluation at (model, set) {bad} or in the "
                 "baselines; lower train.lr or check the data"
@@ -196,7 +204,9 @@ class AggregatorCore:
         else:
             vectors = update.personal_data
         states = [
-            ClientState(np.asarray(vectors[k], np.float32), float(new_baselines[k]), (p.rounds_seen if p else 0) + 1)
+            ClientState(
+                np.asarray(vectors[k], np.float32), float(new_baselines[k]), (p.rounds_seen if p else 0) + 1
+            )
             for k, p in enumerate(previous)
         ]
         self.store.put_many([int(c) for c in cohort], states)

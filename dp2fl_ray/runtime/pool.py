@@ -32,7 +32,9 @@ class WorkerPool:
     def __len__(self) -> int:
         return len(self.workers)
 
-    def map(self, submit: Callable[[Any, Any], Any], items: Sequence[Any], return_exceptions: bool = False) -> list[Any]:
+    def map(
+        self, submit: Callable[[Any, Any], Any], items: Sequence[Any], return_exceptions: bool = False
+    ) -> list[Any]:
         """``submit(worker, item)`` returns an ObjectRef; returns the results in item order.
 
         A worker's death re-runs its item elsewhere. An error raised by the work itself

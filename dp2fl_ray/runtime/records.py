@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 
 from dp2fl_ray.algorithms.dp2fl import PeerSet, SparseRoundAggregation
+from dp2fl_ray.runtime.aggregation import RoundStart, RoundUpdate
 from dp2fl_ray.runtime.crosseval import CrossEval
 from dp2fl_ray.runtime.training import TrainedCohort
-from dp2fl_ray.runtime.aggregation import RoundStart, RoundUpdate
 from dp2fl_ray.runtime.work import EvalResult
 
 SET_NAMES = {int(s): s.name for s in PeerSet}

@@ -23,15 +23,15 @@ import ray
 from dp2fl_ray.config import ExperimentConfig, config_to_dict, load_config, save_config
 from dp2fl_ray.errors import CheckpointError, ConfigError
 from dp2fl_ray.metrics import MetricsWriter, read_summary, read_table, write_json
-from dp2fl_ray.runtime.checkpoint import load_checkpoint, save_checkpoint
-from dp2fl_ray.runtime.pool import WorkerPool
 from dp2fl_ray.runtime import records
 from dp2fl_ray.runtime.actors import start_aggregator, start_workers
+from dp2fl_ray.runtime.aggregation import RoundUpdate
+from dp2fl_ray.runtime.checkpoint import load_checkpoint, save_checkpoint
 from dp2fl_ray.runtime.cohort import cut_slices, held_out_clients, parse_joins, population_at, sample_cohort
 from dp2fl_ray.runtime.crosseval import CrossEval, block_pairs, candidate_models, models_per_client
-from dp2fl_ray.runtime.training import train_cohort
+from dp2fl_ray.runtime.pool import WorkerPool
 from dp2fl_ray.runtime.progress import RoundProgress
-from dp2fl_ray.runtime.aggregation import RoundUpdate
+from dp2fl_ray.runtime.training import train_cohort
 from dp2fl_ray.runtime.work import EvalResult, TrainResult
 
 log = logging.getLogger("dp2fl_ray")
@@ -57,7 +57,9 @@ def run_experiment(
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     run_dir = Path(output_dir or config.output.dir) / (run_name or f"{config.name}-{stamp}")
     if (run_dir / "summary.json").exists():
-        raise ConfigError("output.dir", str(run_dir), "a new run directory", "it already holds a run; pick another name")
+        raise ConfigError(
+            "output.dir", str(run_dir), "a new run directory", "it already holds a run; pick another name"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     return _execute(config, run_dir, progress, on_round, resume=False)
@@ -73,7 +75,9 @@ def resume_experiment(
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml); pass the directory a run wrote")
+        raise CheckpointError(
+            f"{run_dir} is not a run directory (no config.yaml); pass the directory a run wrote"
+        )
     summary = read_summary(run_dir) if (run_dir / "summary.json").is_file() else {}
     if summary.get("status") == "completed":
         raise CheckpointError(f"the run in {run_dir} already completed; nothing to resume")
@@ -156,7 +160,9 @@ class Simulation:
         init_task, init_data = ray.get(self.workers[0].initial_prompts.remote())
         ray.get([w.ping.remote() for w in self.workers])  # every backbone loaded
         store_uri = str((self.run_dir / "store").resolve())
-        self.aggregator = start_aggregator(cfg.algorithm, init_task, init_data, cfg.store, store_uri, self.run_id)
+        self.aggregator = start_aggregator(
+            cfg.algorithm, init_task, init_data, cfg.store, store_uri, self.run_id
+        )
         first = 1
         if checkpoint is not None:
             ray.get(self.aggregator.restore.remote(checkpoint["aggregator"]))
@@ -255,7 +261,9 @@ class Simulation:
 
         t = time.perf_counter()
         update = ray.get(
-            self.aggregator.aggregate.remote(start, task, data, n_train, cross=cross, baselines=baselines, personal=personal)
+            self.aggregator.aggregate.remote(
+                start, task, data, n_train, cross=cross, baselines=baselines, personal=personal
+            )
         )
         timings["aggregate_s"] = time.perf_counter() - t
 
@@ -278,7 +286,12 @@ class Simulation:
             personal_val, personal_test, held_out, global_test, timings, population, len(failed),
         )  # fmt: skip
         self.write_round(outcome, failed)
-        bar.done(r, loss=float(np.mean(train_loss)), acc=_mean_acc(personal_test), global_acc=_mean_acc(global_test))
+        bar.done(
+            r,
+            loss=float(np.mean(train_loss)),
+            acc=_mean_acc(personal_test),
+            global_acc=_mean_acc(global_test),
+        )
         return outcome
 
     def write_round(self, outcome: records.RoundOutcome, failed: pd.DataFrame) -> None:
@@ -286,10 +299,14 @@ class Simulation:
         cfg, r = self.config, outcome.round_idx
         evals = records.evals_frame(outcome)
         if r == cfg.federation.rounds and len(outcome.held_out) and cfg.algorithm.name != "local":
-            evals = pd.concat([evals, self.new_client_evals(outcome.update, outcome.held_out)], ignore_index=True)
+            evals = pd.concat(
+                [evals, self.new_client_evals(outcome.update, outcome.held_out)], ignore_index=True
+            )
         t = time.perf_counter()
         clients = records.clients_frame(outcome)
-        self.metrics.write("clients", r, pd.concat([clients, failed], ignore_index=True) if len(failed) else clients)
+        self.metrics.write(
+            "clients", r, pd.concat([clients, failed], ignore_index=True) if len(failed) else clients
+        )
         self.metrics.write("evals", r, evals)
         aggregation = records.aggregation_frame(outcome)
         if aggregation is not None:
@@ -321,7 +338,8 @@ class Simulation:
             d_rows = np.repeat(np.asarray(data, np.float32)[None], n, axis=0)
             before = self.evaluate_own(held_out, t_rows, d_rows, "test", slices, keep=True)
             trained: list[TrainResult] = self._map(
-                lambda w, s: w.train_slice.remote(0, held_out[s], t_rows[s], d_rows[s], no_baseline[s]), slices
+                lambda w, s: w.train_slice.remote(0, held_out[s], t_rows[s], d_rows[s], no_baseline[s]),
+                slices,
             )
             t1, d1 = np.concatenate([x.task for x in trained]), np.concatenate([x.data for x in trained])
             after = self.evaluate_own(held_out, t1, d1, "test", slices, keep=True)
@@ -331,7 +349,9 @@ class Simulation:
                 frames.append(records.eval_rows(held_out, model_name, True, res))
         return pd.concat(frames, ignore_index=True)
 
-    def cross_evaluate(self, r: int, cohort: np.ndarray, task: np.ndarray, data: np.ndarray, slices: list[slice]) -> CrossEval:
+    def cross_evaluate(
+        self, r: int, cohort: np.ndarray, task: np.ndarray, data: np.ndarray, slices: list[slice]
+    ) -> CrossEval:
         """Validation losses of the cohort's models on the cohort's validation sets: every pair,
         or each client's candidates when the cohort is large (see ``crosseval.py``)."""
         m = len(cohort)
@@ -348,7 +368,13 @@ class Simulation:
         return CrossEval(pair_i, pair_j, np.concatenate([res.loss for res in results]).astype(np.float64), n)
 
     def evaluate_own(
-        self, cohort: np.ndarray, task: np.ndarray, data: np.ndarray, split: str, slices: list[slice], keep: bool
+        self,
+        cohort: np.ndarray,
+        task: np.ndarray,
+        data: np.ndarray,
+        split: str,
+        slices: list[slice],
+        keep: bool,
     ) -> EvalResult:
         """Each client's own model on its own split (pairs (k, k)), gathered in cohort order."""
         results: list[EvalResult] = self._map(
@@ -380,7 +406,10 @@ class Simulation:
 
     def checkpoint(self, r: int) -> None:
         """The aggregator's full state after round r (see ``checkpoint.py``)."""
-        state = {"config": config_to_dict(self.config), "aggregator": ray.get(self.aggregator.snapshot.remote())}
+        state = {
+            "config": config_to_dict(self.config),
+            "aggregator": ray.get(self.aggregator.snapshot.remote()),
+        }
         save_checkpoint(self.run_dir, r, state)
 
     def _map(self, submit: Callable[[Any, slice], Any], slices: Sequence[slice]) -> list[Any]:

@@ -64,8 +64,13 @@ def train_cohort(
                 results[single.start] = _row(one, 0)
     status = np.array(["ok" if r is not None else "error" for r in results], dtype=object)
     for k, r in enumerate(results):
-        if r is not None and not (np.isfinite(r.train_loss).all() and np.isfinite(r.task).all() and np.isfinite(r.data).all()):
-            status[k], reason[k] = "non_finite", f"training loss {float(r.train_loss[0]):.4g} or prompts not finite"
+        if r is not None and not (
+            np.isfinite(r.train_loss).all() and np.isfinite(r.task).all() and np.isfinite(r.data).all()
+        ):
+            status[k], reason[k] = (
+                "non_finite",
+                f"training loss {float(r.train_loss[0]):.4g} or prompts not finite",
+            )
     failed = np.flatnonzero(status != "ok")
     if len(failed) > max_failures or len(failed) == m:
         named = ", ".join(f"client {cohort[k]} ({reason[k]})" for k in failed[:5])
@@ -109,5 +114,7 @@ def _row(result: TrainResult, k: int) -> TrainResult:
 
 def _stack(rows: list[np.ndarray | None], template: np.ndarray) -> np.ndarray:
     """Concatenate one-row arrays; a missing row (failed client) becomes NaN."""
-    filler = np.full((1, *template.shape[1:]), np.nan, dtype=np.float64 if template.dtype.kind != "f" else template.dtype)
+    filler = np.full(
+        (1, *template.shape[1:]), np.nan, dtype=np.float64 if template.dtype.kind != "f" else template.dtype
+    )
     return np.concatenate([r if r is not None else filler for r in rows])

@@ -104,9 +104,16 @@ class WorkerCore:
             test_fraction=p.test_fraction, samples_per_client=p.samples_per_client,
         )  # fmt: skip
         texts = list(self.source.train.inputs) if self.source.modality == "text" else []
-        self.model = build_model(cfg.model, self.source.class_names, texts=texts, gpus_per_worker=cfg.runtime.gpus_per_worker)  # texts: a tiny model's vocabulary
+        self.model = build_model(
+            cfg.model, self.source.class_names, texts=texts, gpus_per_worker=cfg.runtime.gpus_per_worker
+        )  # texts: a tiny model's vocabulary
         self.hp = local_training(cfg)
-        log.info("worker ready: backbone=%s device=%s threads=%d", cfg.model.backbone, self.model.device, torch.get_num_threads())
+        log.info(
+            "worker ready: backbone=%s device=%s threads=%d",
+            cfg.model.backbone,
+            self.model.device,
+            torch.get_num_threads(),
+        )
 
     def describe(self) -> dict[str, Any]:
         """Facts for the run's log and summary."""
@@ -157,7 +164,9 @@ class WorkerCore:
             diagonal = [(a, a) for a in range(len(asked))]
             for split in ("val", "test"):
                 sets = [self.client_data(ids[k], split) for k in asked]
-                ev = evaluate_pairs(self.model, t0[asked], d0[asked], sets, diagonal, self.config.train.eval_batch_size)
+                ev = evaluate_pairs(
+                    self.model, t0[asked], d0[asked], sets, diagonal, self.config.train.eval_batch_size
+                )
                 if split == "val":
                     start_loss[asked] = ev.loss.numpy()
                 else:

@@ -38,7 +38,9 @@ class InMemoryClientStore(ClientStore):
         if len(client_ids) != len(states):
             raise ValueError(f"{len(client_ids)} ids but {len(states)} states")
         for c, s in zip(client_ids, states):
-            self._rows[int(c)] = ClientState(np.asarray(s.data_prompt, np.float32).copy(), float(s.baseline), int(s.rounds_seen))
+            self._rows[int(c)] = ClientState(
+                np.asarray(s.data_prompt, np.float32).copy(), float(s.baseline), int(s.rounds_seen)
+            )
 
     def __len__(self) -> int:
         return len(self._rows)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from dp2fl_ray.algorithms.dp2fl import (
-    aggregate_round_sparse,
     DataPromptUpdate,
     PeerSet,
     aggregate_data_prompt,
     aggregate_round,
+    aggregate_round_sparse,
     global_weights,
     initglo_start,
     weighted_average,
@@ -409,7 +409,9 @@ def test_sparse_round_with_every_pair_equals_the_dense_round() -> None:
     base = rng.uniform(0.8, 1.5, m)
     dense = aggregate_round(loss, task, data, prev, base, alpha=1.2, beta=0.2)
     i, j = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
-    sparse = aggregate_round_sparse(i.ravel(), j.ravel(), loss.ravel(), task, data, prev, base, alpha=1.2, beta=0.2)
+    sparse = aggregate_round_sparse(
+        i.ravel(), j.ravel(), loss.ravel(), task, data, prev, base, alpha=1.2, beta=0.2
+    )
     np.testing.assert_allclose(sparse.global_weights, dense.global_weights, rtol=1e-12)
     np.testing.assert_allclose(sparse.new_data, dense.new_data, rtol=1e-12)
     np.testing.assert_allclose(sparse.weights.reshape(m, m), dense.weights, rtol=1e-12)

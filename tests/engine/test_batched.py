@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,8 +13,6 @@ from dp2fl_ray.engine.batched import client_batches
 from dp2fl_ray.engine.scores import macro_f1, micro_f1
 from dp2fl_ray.models.base import DualPromptModel
 from dp2fl_ray.models.loader import build_model
-
-import numpy as np
 
 C = 5
 
@@ -26,13 +25,18 @@ def model(tiny_config: ExperimentConfig) -> DualPromptModel:
 @pytest.fixture(scope="module")
 def clients() -> list[ClientData]:
     gen = torch.Generator().manual_seed(7)
-    return [ClientData(torch.rand(n, 3, 8, 8, generator=gen), torch.randint(0, C, (n,), generator=gen)) for n in (9, 14, 5, 11)]
+    return [
+        ClientData(torch.rand(n, 3, 8, 8, generator=gen), torch.randint(0, C, (n,), generator=gen))
+        for n in (9, 14, 5, 11)
+    ]
 
 
 def _starts(model: DualPromptModel, b: int) -> tuple[torch.Tensor, torch.Tensor]:
     task, data = model.initial_prompts(0)
     gen = torch.Generator().manual_seed(2)
-    return task + 0.02 * torch.randn(b, task.shape[0], generator=gen), data + 0.02 * torch.randn(b, data.shape[0], generator=gen)
+    return task + 0.02 * torch.randn(b, task.shape[0], generator=gen), data + 0.02 * torch.randn(
+        b, data.shape[0], generator=gen
+    )
 
 
 def _train_alone(model: DualPromptModel, task: torch.Tensor, data: torch.Tensor, client: ClientData,
@@ -53,7 +57,9 @@ def _train_alone(model: DualPromptModel, task: torch.Tensor, data: torch.Tensor,
 
 
 @pytest.mark.parametrize("mu", [0.0, 0.5])
-def test_batched_training_equals_training_each_client_alone(model: DualPromptModel, clients: list[ClientData], mu: float) -> None:
+def test_batched_training_equals_training_each_client_alone(
+    model: DualPromptModel, clients: list[ClientData], mu: float
+) -> None:
     hp = LocalTraining(epochs=2, batch_size=4, lr=0.05, momentum=0.9, weight_decay=1e-3, proximal_mu=mu)
     task, data = _starts(model, len(clients))
     seeds = [11, 12, 13, 14]
@@ -92,7 +98,9 @@ def test_evaluate_pairs_equals_each_pair_alone(model: DualPromptModel, clients: 
         with torch.no_grad():
             logits = model.logits(clients[j].inputs, task[i : i + 1], data[i : i + 1],
                                   torch.zeros(len(clients[j]), dtype=torch.long), model.class_features(task[i : i + 1]))  # fmt: skip
-        assert out.loss[p].item() == pytest.approx(F.cross_entropy(logits, clients[j].labels).item(), abs=1e-5)
+        assert out.loss[p].item() == pytest.approx(
+            F.cross_entropy(logits, clients[j].labels).item(), abs=1e-5
+        )
         assert torch.equal(out.predictions[p], logits.argmax(-1))
         assert out.correct[p].item() == int((logits.argmax(-1) == clients[j].labels).sum())
         assert out.count[p].item() == len(clients[j])
@@ -105,7 +113,9 @@ def test_scores_by_hand() -> None:
     assert macro_f1(y, yhat) == pytest.approx((2 / 3 + 0.5 + 0) / 3)
 
 
-def test_slices_of_any_size_give_bit_identical_prompts(model: DualPromptModel, clients: list[ClientData]) -> None:
+def test_slices_of_any_size_give_bit_identical_prompts(
+    model: DualPromptModel, clients: list[ClientData]
+) -> None:
     """With one torch thread (a worker with cpus_per_worker 1), a client's result does not
     depend on which other clients share its slice: the determinism contract of the runtime."""
     threads = torch.get_num_threads()
@@ -116,7 +126,9 @@ def test_slices_of_any_size_give_bit_identical_prompts(model: DualPromptModel, c
         together = train_clients(model, task, data, clients, hp, [1, 2, 3, 4])
         for k in range(len(clients)):
             alone = train_clients(model, task[k : k + 1], data[k : k + 1], clients[k : k + 1], hp, [k + 1])
-            assert torch.equal(alone.task[0], together.task[k]) and torch.equal(alone.data[0], together.data[k])
+            assert torch.equal(alone.task[0], together.task[k]) and torch.equal(
+                alone.data[0], together.data[k]
+            )
         pairs = [(i, j) for i in range(2) for j in range(len(clients))]
         big = evaluate_pairs(model, together.task, together.data, clients, pairs, batch_size=256)
         small = evaluate_pairs(model, together.task, together.data, clients, pairs, batch_size=5)

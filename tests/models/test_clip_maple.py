@@ -76,7 +76,9 @@ def test_text_path_equals_hf_text_features_without_prompts(tiny_config: Experime
     model = ClipMaple(clip, tok, NAMES, 2, 1, "a photo of a", torch.device("cpu"), torch.float32)
     ids = tok([f"X X {n}." for n in NAMES], padding="longest", return_tensors="pt")["input_ids"]
     placeholder = clip.text_model.embeddings.token_embedding(ids[0, 1:3]).detach()
-    task = model.task_layout.flatten({"ctx": placeholder, "deep_text": torch.zeros(0, 2, placeholder.shape[1])})
+    task = model.task_layout.flatten(
+        {"ctx": placeholder, "deep_text": torch.zeros(0, 2, placeholder.shape[1])}
+    )
     ours = model.class_features(task[None])[0]
     with torch.no_grad():
         ref = clip.get_text_features(input_ids=ids).pooler_output
@@ -87,7 +89,9 @@ def test_tiny_random_images_do_not_collapse(model: ClipMaple) -> None:
     """The default CLIP init maps every image of a tiny model to ~the same point; ours must not."""
     task, data = model.initial_prompts(0)
     gen = torch.Generator().manual_seed(0)
-    feats = model.image_features(torch.rand(32, 3, 8, 8, generator=gen), task[None], data[None], torch.zeros(32, dtype=torch.long))
+    feats = model.image_features(
+        torch.rand(32, 3, 8, 8, generator=gen), task[None], data[None], torch.zeros(32, dtype=torch.long)
+    )
     cos = feats @ feats.T
     assert cos[~torch.eye(32, dtype=torch.bool)].mean() < 0.99
 
@@ -99,7 +103,9 @@ def test_initial_prompts_are_a_function_of_the_seed(model: ClipMaple) -> None:
     assert not torch.equal(a[1], c[1])
 
 
-def test_saved_tiny_clip_loads_back_through_model_path(tiny_config: ExperimentConfig, model: ClipMaple, tmp_path: Path) -> None:
+def test_saved_tiny_clip_loads_back_through_model_path(
+    tiny_config: ExperimentConfig, model: ClipMaple, tmp_path: Path
+) -> None:
     model.clip.save_pretrained(tmp_path)
     clip, tok = build_tiny_clip(NAMES, tiny_config.model.tiny, 2, "a photo of a")
     tok.save_pretrained(tmp_path)

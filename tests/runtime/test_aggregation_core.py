@@ -36,7 +36,9 @@ def test_a_round_moves_global_state_and_stores_clients() -> None:
     loss = np.array([[1.0, 1.0], [3.0, 3.0]])  # S = [2, 6], S = 8: w = [(8-2)/8, (8-6)/8] = [0.75, 0.25]
     task = np.array([[1.0, 1.0], [5.0, 5.0]])
     data = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    agg = core.aggregate(start, task, data, np.array([10, 10]), cross=_full(loss), baselines=np.array([2.0, 2.0]))
+    agg = core.aggregate(
+        start, task, data, np.array([10, 10]), cross=_full(loss), baselines=np.array([2.0, 2.0])
+    )
     assert agg.global_weights.tolist() == pytest.approx([0.75, 0.25])
     assert core.global_prompts()[0].tolist() == pytest.approx([2.0, 2.0])  # 0.75*1 + 0.25*5
     assert agg.dp2fl is not None
@@ -61,7 +63,9 @@ def test_non_finite_losses_stop_the_round_with_a_clear_error() -> None:
 
 
 def _one_round(name: str, **extra: float) -> tuple[AggregatorCore, np.ndarray]:
-    core = AggregatorCore(AlgorithmConfig(name=name, **extra), np.array([1.0, 2.0]), np.array([0.0, 0.0, 0.0]))
+    core = AggregatorCore(
+        AlgorithmConfig(name=name, **extra), np.array([1.0, 2.0]), np.array([0.0, 0.0, 0.0])
+    )
     cohort = np.array([0, 1])
     start = core.start_round(cohort)
     task = np.array([[1.0, 1.0], [4.0, 7.0]])

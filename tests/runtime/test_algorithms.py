@@ -14,8 +14,12 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.mark.parametrize("name", ["local", "promptfl", "fedprox", "pfedme"])
-def test_baseline_runs_end_to_end(ray_cluster: None, tiny_config: ExperimentConfig, tmp_path: Path, name: str) -> None:
-    config = tiny_config.with_overrides([f"algorithm.name={name}", "train.lr=0.05", "federation.new_clients=2"])
+def test_baseline_runs_end_to_end(
+    ray_cluster: None, tiny_config: ExperimentConfig, tmp_path: Path, name: str
+) -> None:
+    config = tiny_config.with_overrides(
+        [f"algorithm.name={name}", "train.lr=0.05", "federation.new_clients=2"]
+    )
     summary = run_experiment(config, output_dir=tmp_path, run_name=name, progress=False)
     run_dir = tmp_path / name
     assert summary["status"] == "completed" and summary["algorithm"] == name
@@ -29,7 +33,9 @@ def test_baseline_runs_end_to_end(ray_cluster: None, tiny_config: ExperimentConf
     else:
         assert 0 <= summary["global_acc"] <= 1
         last = evals[evals["round"] == 2]
-        assert {"init", "initglo", "global", "init_1round", "initglo_1round", "global_1round"} <= set(last["model"])
+        assert {"init", "initglo", "global", "init_1round", "initglo_1round", "global_1round"} <= set(
+            last["model"]
+        )
         assert last[last["model"] != "personalized"]["held_out"].all()
     if name in ("promptfl", "fedprox"):
         # one global model: in round 2 every client starts from the round-1 global and is

@@ -38,8 +38,12 @@ def test_held_out_clients_are_outside_the_population() -> None:
     assert held_out_clients(10, 3).tolist() == [10, 11, 12]
 
 
-@pytest.mark.parametrize(("m", "workers", "cap", "sizes"), [(10, 2, 8, [5, 5]), (10, 2, 3, [3, 3, 3, 1]), (3, 4, 8, [1, 1, 1])])
-def test_slices_cover_the_cohort_and_feed_every_worker(m: int, workers: int, cap: int, sizes: list[int]) -> None:
+@pytest.mark.parametrize(
+    ("m", "workers", "cap", "sizes"), [(10, 2, 8, [5, 5]), (10, 2, 3, [3, 3, 3, 1]), (3, 4, 8, [1, 1, 1])]
+)
+def test_slices_cover_the_cohort_and_feed_every_worker(
+    m: int, workers: int, cap: int, sizes: list[int]
+) -> None:
     slices = cut_slices(m, workers, cap)
     assert [s.stop - s.start for s in slices] == sizes
     assert slices[0].start == 0 and slices[-1].stop == m

@@ -8,17 +8,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dp2fl_ray.algorithms.dp2fl import aggregate_data_prompt, global_weights
+from dp2fl_ray.algorithms.dp2fl import global_weights
 from dp2fl_ray.config import ExperimentConfig, load_config
+from dp2fl_ray.errors import ConfigError
 from dp2fl_ray.metrics import TABLES, read_summary, read_table
 from dp2fl_ray.runtime.simulation import check_pool_fits, run_experiment
-from dp2fl_ray.errors import ConfigError
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def learning_run(ray_cluster: None, tiny_config: ExperimentConfig, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+def learning_run(
+    ray_cluster: None, tiny_config: ExperimentConfig, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
     config = tiny_config.with_overrides(
         ["data.source=synthetic", "train.lr=0.2", "train.local_epochs=10", "output.checkpoint_every=1"]
     )
@@ -37,7 +39,9 @@ def test_personalised_accuracy_beats_both_honest_baselines(learning_run: tuple[P
     assert final > summary["zero_shot_acc"] + 0.05
 
 
-def test_run_directory_has_every_table_summary_config_and_checkpoint(learning_run: tuple[Path, dict[str, Any]]) -> None:
+def test_run_directory_has_every_table_summary_config_and_checkpoint(
+    learning_run: tuple[Path, dict[str, Any]],
+) -> None:
     run_dir, _ = learning_run
     for table in TABLES:
         assert sorted(read_table(run_dir, table)["round"].unique().tolist()) == [1, 2]
@@ -47,20 +51,29 @@ def test_run_directory_has_every_table_summary_config_and_checkpoint(learning_ru
         assert key in summary, key
     assert summary["store_bytes"] == 4 * summary["bytes_per_client"]
     assert load_config(run_dir / "config.yaml").train.lr == 0.2
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["latest.json", "round-00001.pkl", "round-00002.pkl"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "latest.json",
+        "round-00001.pkl",
+        "round-00002.pkl",
+    ]
     assert not list(run_dir.rglob("*.tmp"))
 
 
 def test_clients_table_has_one_row_per_client_per_round(learning_run: tuple[Path, dict[str, Any]]) -> None:
     clients = read_table(learning_run[0], "clients")
     assert len(clients) == 8 and sorted(clients["client_id"].unique().tolist()) == [0, 1, 2, 3]
-    assert clients[clients["round"] == 1]["first_time"].all() and not clients[clients["round"] == 2]["first_time"].any()
+    assert (
+        clients[clients["round"] == 1]["first_time"].all()
+        and not clients[clients["round"] == 2]["first_time"].any()
+    )
     assert (clients["test_micro_f1"] == clients["test_acc"]).all()  # single-label: micro-F1 = accuracy
     evals = read_table(learning_run[0], "evals")
     assert set(evals[evals["model"] == "global"]["client_id"]) == {4}  # the held-out client
 
 
-def test_aggregation_table_recomputes_the_rounds_dp2fl_maths(learning_run: tuple[Path, dict[str, Any]]) -> None:
+def test_aggregation_table_recomputes_the_rounds_dp2fl_maths(
+    learning_run: tuple[Path, dict[str, Any]],
+) -> None:
     run_dir, _ = learning_run
     agg = read_table(run_dir, "aggregation")
     clients = read_table(run_dir, "clients")
@@ -96,7 +109,9 @@ def test_pool_that_cannot_fit_fails_naming_the_knob() -> None:
         check_pool_fits({"CPU": 8.0}, workers=1, cpus=1.0, gpus=1.0)
 
 
-def test_second_run_into_the_same_directory_is_refused(learning_run: tuple[Path, dict[str, Any]], tiny_config: ExperimentConfig) -> None:
+def test_second_run_into_the_same_directory_is_refused(
+    learning_run: tuple[Path, dict[str, Any]], tiny_config: ExperimentConfig
+) -> None:
     run_dir, _ = learning_run
     with pytest.raises(ConfigError, match="already holds a run"):
         run_experiment(tiny_config, output_dir=run_dir.parent, run_name=run_dir.name, progress=False)

@@ -41,7 +41,9 @@ def test_past_the_threshold_the_run_fails_naming_round_and_client(
     assert read_summary(tmp_path / "strict")["status"] == "failed"
 
 
-def test_a_huge_learning_rate_is_a_counted_numerical_fault(ray_cluster: None, tiny_config: ExperimentConfig, tmp_path: Path) -> None:
+def test_a_huge_learning_rate_is_a_counted_numerical_fault(
+    ray_cluster: None, tiny_config: ExperimentConfig, tmp_path: Path
+) -> None:
     config = tiny_config.with_overrides(["train.lr=1.0e12", "train.momentum=0.0"])
     with pytest.raises(RunError, match="not finite"):
         run_experiment(config, output_dir=tmp_path, run_name="nan", progress=False)
@@ -53,8 +55,13 @@ def test_large_cohorts_evaluate_each_client_on_n_candidate_models(
     ray_cluster: None, tiny_config: ExperimentConfig, tmp_path: Path
 ) -> None:
     config = tiny_config.with_overrides(
-        ["federation.population=1000000", "federation.cohort=6", "federation.max_eval_models=3", "federation.rounds=1",
-         "federation.new_clients=0"]  # fmt: skip
+        [
+            "federation.population=1000000",
+            "federation.cohort=6",
+            "federation.max_eval_models=3",
+            "federation.rounds=1",
+            "federation.new_clients=0",
+        ]  # fmt: skip
     )
     summary = run_experiment(config, output_dir=tmp_path, run_name="limited", progress=False)
     agg = read_table(tmp_path / "limited", "aggregation")
@@ -67,7 +74,9 @@ def test_large_cohorts_evaluate_each_client_on_n_candidate_models(
 def test_joining_clients_start_from_the_global_model_and_are_evaluated_before_and_after(
     ray_cluster: None, tiny_config: ExperimentConfig, tmp_path: Path
 ) -> None:
-    config = tiny_config.with_overrides(["federation.joins=3@2", "federation.cohort=4", "federation.new_clients=1"])
+    config = tiny_config.with_overrides(
+        ["federation.joins=3@2", "federation.cohort=4", "federation.new_clients=1"]
+    )
     run_experiment(config, output_dir=tmp_path, run_name="joins", progress=False)
     rounds = read_table(tmp_path / "joins", "rounds")
     assert rounds["population"].tolist() == [4, 7]
@@ -79,10 +88,17 @@ def test_joining_clients_start_from_the_global_model_and_are_evaluated_before_an
     assert set(evals[evals["held_out"]]["client_id"]) == {7}  # held-out ids come after every joiner
 
 
-def test_sharded_store_run_resumes_to_the_same_numbers(ray_cluster: None, tiny_config: ExperimentConfig, tmp_path: Path) -> None:
+def test_sharded_store_run_resumes_to_the_same_numbers(
+    ray_cluster: None, tiny_config: ExperimentConfig, tmp_path: Path
+) -> None:
     config = tiny_config.with_overrides(
-        ["store.backend=sharded", "store.shard_size=2", "store.cache_shards=1", "federation.rounds=3",
-         "output.checkpoint_every=1"]  # fmt: skip
+        [
+            "store.backend=sharded",
+            "store.shard_size=2",
+            "store.cache_shards=1",
+            "federation.rounds=3",
+            "output.checkpoint_every=1",
+        ]  # fmt: skip
     )
     full = run_experiment(config, output_dir=tmp_path, run_name="full", progress=False)
     assert full["store_bytes"] == 4 * full["bytes_per_client"] and (tmp_path / "full" / "store").is_dir()

@@ -41,7 +41,9 @@ def _assert_same_numbers(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def base(tiny_config: ExperimentConfig) -> ExperimentConfig:
-    return tiny_config.with_overrides(["federation.rounds=3", "output.checkpoint_every=1", "runtime.max_retries=2"])
+    return tiny_config.with_overrides(
+        ["federation.rounds=3", "output.checkpoint_every=1", "runtime.max_retries=2"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,11 @@ def test_same_numbers_with_any_worker_count_and_slice_size(
     reference: Path, base: ExperimentConfig, tmp_path: Path, workers: int, cpus: float, per_slice: int
 ) -> None:
     config = base.with_overrides(
-        [f"runtime.workers={workers}", f"runtime.cpus_per_worker={cpus}", f"runtime.clients_per_slice={per_slice}"]
+        [
+            f"runtime.workers={workers}",
+            f"runtime.cpus_per_worker={cpus}",
+            f"runtime.clients_per_slice={per_slice}",
+        ]
     )
     run_experiment(config, output_dir=tmp_path, run_name="other", progress=False)
     _assert_same_numbers(reference, tmp_path / "other")
@@ -79,7 +85,9 @@ def _actor(run_dir: str, suffix: str) -> Any:
 
 
 @pytest.mark.parametrize("restart", [True, False])
-def test_a_dead_worker_costs_nothing(reference: Path, base: ExperimentConfig, tmp_path: Path, restart: bool) -> None:
+def test_a_dead_worker_costs_nothing(
+    reference: Path, base: ExperimentConfig, tmp_path: Path, restart: bool
+) -> None:
     """ray.kill a worker after round 1: its next slices run on a restarted worker (or, with no
     restart, on the survivor), and every number equals the undisturbed run's."""
     kill = _kill_after(1, lambda row: ray.kill(_actor(row["run_dir"], "worker-0"), no_restart=not restart))
@@ -95,7 +103,10 @@ def test_a_dead_aggregator_fails_the_run_with_how_to_resume_and_resume_finishes_
     with pytest.raises(Exception):
         run_experiment(base, output_dir=tmp_path, run_name="agg", progress=False, on_round=kill)
     summary = read_summary(tmp_path / "agg")
-    assert summary["status"] == "failed" and summary["resume_with"] == f"dp2fl-ray run --resume {tmp_path / 'agg'}"
+    assert (
+        summary["status"] == "failed"
+        and summary["resume_with"] == f"dp2fl-ray run --resume {tmp_path / 'agg'}"
+    )
     resumed = resume_experiment(tmp_path / "agg", progress=False)
     assert resumed["status"] == "completed" and resumed["rounds_completed"] == 3
     _assert_same_numbers(reference, tmp_path / "agg")
