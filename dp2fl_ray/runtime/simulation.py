@@ -11,7 +11,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,14 +25,13 @@ from dp2fl_ray.errors import CheckpointError, ConfigError
 from dp2fl_ray.metrics import MetricsWriter, read_summary, read_table, write_json
 from dp2fl_ray.runtime import records
 from dp2fl_ray.runtime.actors import start_aggregator, start_workers
-from dp2fl_ray.runtime.aggregation import RoundUpdate
 from dp2fl_ray.runtime.checkpoint import load_checkpoint, save_checkpoint
 from dp2fl_ray.runtime.cohort import cut_slices, held_out_clients, parse_joins, population_at, sample_cohort
-from dp2fl_ray.runtime.crosseval import CrossEval, block_pairs, candidate_models, models_per_client
+from dp2fl_ray.runtime.crosseval import CrossEval
+from dp2fl_ray.runtime.evaluation import Evaluation, mean_acc
 from dp2fl_ray.runtime.pool import WorkerPool
 from dp2fl_ray.runtime.progress import RoundProgress
 from dp2fl_ray.runtime.training import train_cohort
-from dp2fl_ray.runtime.work import EvalResult, TrainResult
 
 log = logging.getLogger("dp2fl_ray")
 RoundCallback = Callable[[dict[str, Any]], None]
@@ -156,6 +155,8 @@ class Simulation:
         check_pool_fits(ray.cluster_resources(), rt.workers, rt.cpus_per_worker, rt.gpus_per_worker)
         self.workers = start_workers(config_to_dict(cfg), rt, self.run_id)
         self.pool = WorkerPool(self.workers, rt.max_retries)
+        fed = cfg.federation
+        self.evals = Evaluation(self.pool, rt.clients_per_slice, cfg.seed, fed.max_eval_models)
         info = ray.get(self.workers[0].describe.remote())
         init_task, init_data = ray.get(self.workers[0].initial_prompts.remote())
         ray.get([w.ping.remote() for w in self.workers])  # every backbone loaded
@@ -204,7 +205,9 @@ class Simulation:
         clients = read_table(self.run_dir, "clients")
         last = rounds.iloc[-1]
         final = clients[(clients["round"] == last["round"]) & (clients["status"] == "ok")]
-        zero_shot = self.zero_shot(final["client_id"].to_numpy())
+        zero_shot = self.evals.one_model(
+            *self.initial_prompts(), final["client_id"].to_numpy()
+        )  # the same test splits
         return {
             "rounds_completed": int(last["round"]),
             "algorithm": cfg.algorithm.name,
@@ -215,7 +218,7 @@ class Simulation:
             "personalized_acc": float(last["personalized_acc"]),
             "personalized_micro_f1": float(last["personalized_micro_f1"]),
             "global_acc": float(last["global_acc"]),
-            "zero_shot_acc": _mean_acc(zero_shot),
+            "zero_shot_acc": mean_acc(zero_shot),
             "majority_acc": float(final["majority_acc"].mean()),
             "client_updates_per_s": float(rounds["cohort_size"].sum() / rounds["wall_s"].sum()),
         }
@@ -250,13 +253,12 @@ class Simulation:
         personal = None
         if trained.personal_task is not None and trained.personal_data is not None:
             personal = (trained.personal_task[keep], trained.personal_data[keep])
-        slices = cut_slices(len(cohort), len(self.workers), cfg.runtime.clients_per_slice)
 
         cross: CrossEval | None = None
         t = time.perf_counter()
         if is_dp2fl:
             bar.phase(r, "cross-eval")
-            cross = self.cross_evaluate(r, cohort, task, data, slices)
+            cross = self.evals.cross(r, cohort, task, data)
         timings["crosseval_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -270,11 +272,11 @@ class Simulation:
         bar.phase(r, "evaluate")
         t = time.perf_counter()
         p_task, p_data = update.personal_task.astype(np.float32), update.personal_data.astype(np.float32)
-        personal_val = self.evaluate_own(cohort, p_task, p_data, "val", slices, keep=False)
-        personal_test = self.evaluate_own(cohort, p_task, p_data, "test", slices, keep=True)
+        personal_val = self.evals.own(cohort, p_task, p_data, "val", keep=False)
+        personal_test = self.evals.own(cohort, p_task, p_data, "test", keep=True)
         global_test = None
         if cfg.algorithm.name != "local":  # Local has no global model
-            global_test = self.evaluate_global(update.global_task, update.global_data, held_out)
+            global_test = self.evals.one_model(update.global_task, update.global_data, held_out)
         timings["eval_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -289,8 +291,8 @@ class Simulation:
         bar.done(
             r,
             loss=float(np.mean(train_loss)),
-            acc=_mean_acc(personal_test),
-            global_acc=_mean_acc(global_test),
+            acc=mean_acc(personal_test),
+            global_acc=mean_acc(global_test),
         )
         return outcome
 
@@ -300,7 +302,13 @@ class Simulation:
         evals = records.evals_frame(outcome)
         if r == cfg.federation.rounds and len(outcome.held_out) and cfg.algorithm.name != "local":
             evals = pd.concat(
-                [evals, self.new_client_evals(outcome.update, outcome.held_out)], ignore_index=True
+                [
+                    evals,
+                    self.evals.new_clients(
+                        self.initial_prompts(), self.final_prompts(outcome), outcome.held_out
+                    ),
+                ],
+                ignore_index=True,
             )
         t = time.perf_counter()
         clients = records.clients_frame(outcome)
@@ -317,92 +325,12 @@ class Simulation:
         if self.on_round is not None:
             self.on_round({"round": r, "run_dir": str(self.run_dir), **round_row.iloc[0].to_dict()})
 
-    def new_client_evals(self, update: RoundUpdate, held_out: np.ndarray) -> pd.DataFrame:
-        """The paper's Tables 3 and 4 on the held-out clients, after the last round.
+    def initial_prompts(self) -> tuple[np.ndarray, np.ndarray]:
+        return tuple(ray.get(self.aggregator.initial_prompts.remote()))  # type: ignore[return-value]
 
-        Init ``(Pt^0, PD^0)``, InitGlo ``(Pt^R, PD^0)`` and Global ``(Pt^R, PD^R)``, evaluated on
-        their test splits without training (Table 3), and after one round of local training
-        from each start (Table 4: ``*_1round``; local training only, no aggregation).
-        """
-        init_task, init_data = ray.get(self.aggregator.initial_prompts.remote())
-        starts = {
-            "init": (init_task, init_data),
-            "initglo": (update.global_task, init_data),
-            "global": (update.global_task, update.global_data),
-        }
-        n, frames = len(held_out), []
-        slices = cut_slices(n, len(self.workers), self.config.runtime.clients_per_slice)
-        no_baseline = np.zeros(n, bool)
-        for name, (task, data) in starts.items():
-            t_rows = np.repeat(np.asarray(task, np.float32)[None], n, axis=0)
-            d_rows = np.repeat(np.asarray(data, np.float32)[None], n, axis=0)
-            before = self.evaluate_own(held_out, t_rows, d_rows, "test", slices, keep=True)
-            trained: list[TrainResult] = self._map(
-                lambda w, s: w.train_slice.remote(0, held_out[s], t_rows[s], d_rows[s], no_baseline[s]),
-                slices,
-            )
-            t1, d1 = np.concatenate([x.task for x in trained]), np.concatenate([x.data for x in trained])
-            after = self.evaluate_own(held_out, t1, d1, "test", slices, keep=True)
-            for model_name, res in ((name, before), (f"{name}_1round", after)):
-                if model_name == "global":
-                    continue  # already in this round's rows: the same model on the same splits
-                frames.append(records.eval_rows(held_out, model_name, True, res))
-        return pd.concat(frames, ignore_index=True)
-
-    def cross_evaluate(
-        self, r: int, cohort: np.ndarray, task: np.ndarray, data: np.ndarray, slices: list[slice]
-    ) -> CrossEval:
-        """Validation losses of the cohort's models on the cohort's validation sets: every pair,
-        or each client's candidates when the cohort is large (see ``crosseval.py``)."""
-        m = len(cohort)
-        n = models_per_client(m, self.config.federation.max_eval_models)
-        candidates = candidate_models(self.config.seed, r, cohort, n)
-        task_ref, data_ref = ray.put(task), ray.put(data)  # shared by every block, zero-copy
-        plans = [block_pairs(candidates, s) for s in slices]
-        results: list[EvalResult] = self.pool.map(
-            lambda w, b: w.evaluate.remote(task_ref, data_ref, cohort[slices[b]], "val", plans[b]),
-            list(range(len(slices))),
-        )
-        pair_i = np.concatenate([p[:, 0] for p in plans])
-        pair_j = np.concatenate([p[:, 1] + s.start for p, s in zip(plans, slices)])
-        return CrossEval(pair_i, pair_j, np.concatenate([res.loss for res in results]).astype(np.float64), n)
-
-    def evaluate_own(
-        self,
-        cohort: np.ndarray,
-        task: np.ndarray,
-        data: np.ndarray,
-        split: str,
-        slices: list[slice],
-        keep: bool,
-    ) -> EvalResult:
-        """Each client's own model on its own split (pairs (k, k)), gathered in cohort order."""
-        results: list[EvalResult] = self._map(
-            lambda w, s: w.evaluate.remote(
-                task[s], data[s], cohort[s], split, _diagonal(s.stop - s.start), keep
-            ),
-            slices,
-        )
-        return _concat_evals(results)
-
-    def evaluate_global(self, task: np.ndarray, data: np.ndarray, clients: np.ndarray) -> EvalResult | None:
-        """One model (the global one) on the test splits of ``clients``."""
-        if len(clients) == 0:
-            return None
-        slices = cut_slices(len(clients), len(self.workers), self.config.runtime.clients_per_slice)
-        t, d = task[None].astype(np.float32), data[None].astype(np.float32)
-        results: list[EvalResult] = self._map(
-            lambda w, s: w.evaluate.remote(t, d, clients[s], "test", _to_model_zero(s.stop - s.start), True),
-            slices,
-        )
-        return _concat_evals(results)
-
-    def zero_shot(self, cohort: np.ndarray) -> EvalResult:
-        """The untrained start model on the same test splits as the final personalised numbers."""
-        task, data = ray.get(self.aggregator.initial_prompts.remote())
-        result = self.evaluate_global(task, data, cohort)
-        assert result is not None
-        return result
+    @staticmethod
+    def final_prompts(outcome: records.RoundOutcome) -> tuple[np.ndarray, np.ndarray]:
+        return outcome.update.global_task, outcome.update.global_data
 
     def checkpoint(self, r: int) -> None:
         """The aggregator's full state after round r (see ``checkpoint.py``)."""
@@ -411,39 +339,3 @@ class Simulation:
             "aggregator": ray.get(self.aggregator.snapshot.remote()),
         }
         save_checkpoint(self.run_dir, r, state)
-
-    def _map(self, submit: Callable[[Any, slice], Any], slices: Sequence[slice]) -> list[Any]:
-        """Run one task per slice on the pool; results in slice order, not completion order."""
-        return self.pool.map(submit, list(slices))
-
-
-def _all_pairs(m: int, n_sets: int) -> np.ndarray:
-    i, j = np.meshgrid(np.arange(m), np.arange(n_sets), indexing="ij")
-    return np.stack([i.ravel(), j.ravel()], axis=1)  # (m * n_sets, 2), row-major in i
-
-
-def _diagonal(n: int) -> np.ndarray:
-    return np.stack([np.arange(n), np.arange(n)], axis=1)  # (n, 2)
-
-
-def _to_model_zero(n: int) -> np.ndarray:
-    return np.stack([np.zeros(n, np.int64), np.arange(n)], axis=1)  # (n, 2)
-
-
-def _concat_evals(results: Sequence[EvalResult]) -> EvalResult:
-    return EvalResult(
-        loss=np.concatenate([r.loss for r in results]),
-        correct=np.concatenate([r.correct for r in results]),
-        count=np.concatenate([r.count for r in results]),
-        micro_f1=np.concatenate([r.micro_f1 for r in results]),
-        macro_f1=np.concatenate([r.macro_f1 for r in results]),
-        majority_acc=np.concatenate([r.majority_acc for r in results]),
-        seconds=float(sum(r.seconds for r in results)),
-    )
-
-
-def _mean_acc(result: EvalResult | None) -> float:
-    """Mean over clients of per-client accuracy (the paper averages clients, not samples)."""
-    if result is None:
-        return float("nan")
-    return float(np.mean(result.correct / np.maximum(result.count, 1)))

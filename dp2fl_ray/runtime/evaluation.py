@@ -1,0 +1,136 @@
+"""A round's evaluation work on the worker pool: every kind of (model, data set) pairing.
+
+- ``cross``: the DP2FL cross-evaluation (each model on the cohort's validation sets);
+- ``own``: each client's own model on its own split (personalised accuracy, next baselines);
+- ``one_model``: a single model on many clients' test splits (global model, zero-shot);
+- ``new_clients``: the paper's Tables 3 and 4 on the held-out clients.
+
+Results come back in client order whatever order the slices finish in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import ray
+
+from dp2fl_ray.runtime import records
+from dp2fl_ray.runtime.cohort import cut_slices
+from dp2fl_ray.runtime.crosseval import CrossEval, block_pairs, candidate_models, models_per_client
+from dp2fl_ray.runtime.pool import WorkerPool
+from dp2fl_ray.runtime.work import EvalResult, TrainResult
+
+
+class Evaluation:
+    """Evaluation requests cut into slices and run on the pool."""
+
+    def __init__(self, pool: WorkerPool, clients_per_slice: int, seed: int, max_eval_models: int) -> None:
+        self.pool = pool
+        self.clients_per_slice = clients_per_slice
+        self.seed = seed
+        self.max_eval_models = max_eval_models
+
+    def slices(self, n: int) -> list[slice]:
+        return cut_slices(n, len(self.pool), self.clients_per_slice)
+
+    def cross(self, r: int, cohort: np.ndarray, task: np.ndarray, data: np.ndarray) -> CrossEval:
+        """Validation losses of the cohort's models on the cohort's validation sets: every pair,
+        or each client's candidates when the cohort is large (see ``crosseval.py``)."""
+        m = len(cohort)
+        n = models_per_client(m, self.max_eval_models)
+        candidates = candidate_models(self.seed, r, cohort, n)
+        task_ref, data_ref = ray.put(task), ray.put(data)  # shared by every block, zero-copy
+        slices = self.slices(m)
+        plans = [block_pairs(candidates, s) for s in slices]
+        results: list[EvalResult] = self.pool.map(
+            lambda w, b: w.evaluate.remote(task_ref, data_ref, cohort[slices[b]], "val", plans[b]),
+            list(range(len(slices))),
+        )
+        pair_i = np.concatenate([p[:, 0] for p in plans])
+        pair_j = np.concatenate([p[:, 1] + s.start for p, s in zip(plans, slices)])
+        return CrossEval(pair_i, pair_j, np.concatenate([res.loss for res in results]).astype(np.float64), n)
+
+    def own(
+        self, clients: np.ndarray, task: np.ndarray, data: np.ndarray, split: str, keep: bool
+    ) -> EvalResult:
+        """Each client's own model row on its own split (pairs (k, k))."""
+        results: list[EvalResult] = self.pool.map(
+            lambda w, s: w.evaluate.remote(
+                task[s], data[s], clients[s], split, _diagonal(s.stop - s.start), keep
+            ),
+            self.slices(len(clients)),
+        )
+        return concat_evals(results)
+
+    def one_model(self, task: np.ndarray, data: np.ndarray, clients: np.ndarray) -> EvalResult | None:
+        """One model on the test splits of ``clients`` (None when there are none)."""
+        if len(clients) == 0:
+            return None
+        t, d = task[None].astype(np.float32), data[None].astype(np.float32)
+        results: list[EvalResult] = self.pool.map(
+            lambda w, s: w.evaluate.remote(t, d, clients[s], "test", _to_model_zero(s.stop - s.start), True),
+            self.slices(len(clients)),
+        )
+        return concat_evals(results)
+
+    def new_clients(
+        self,
+        initial: tuple[np.ndarray, np.ndarray],
+        final: tuple[np.ndarray, np.ndarray],
+        held_out: np.ndarray,
+    ) -> pd.DataFrame:
+        """The paper's Tables 3 and 4 on the held-out clients, after the last round.
+
+        Init ``(Pt^0, PD^0)``, InitGlo ``(Pt^R, PD^0)`` and Global ``(Pt^R, PD^R)``, evaluated on
+        their test splits without training (Table 3), and after one round of local training
+        from each start (Table 4: ``*_1round``; local training only, no aggregation). The
+        untrained Global rows are already in the round's rows (``global``) and not repeated.
+        """
+        starts = {"init": initial, "initglo": (final[0], initial[1]), "global": final}
+        n, frames = len(held_out), []
+        no_baseline = np.zeros(n, bool)
+        for name, (task, data) in starts.items():
+            t_rows = np.repeat(np.asarray(task, np.float32)[None], n, axis=0)  # (n, Dt)
+            d_rows = np.repeat(np.asarray(data, np.float32)[None], n, axis=0)  # (n, Dd)
+            if name != "global":
+                frames.append(
+                    records.eval_rows(held_out, name, True, self.own(held_out, t_rows, d_rows, "test", True))
+                )
+            trained: list[TrainResult] = self.pool.map(
+                lambda w, s: w.train_slice.remote(0, held_out[s], t_rows[s], d_rows[s], no_baseline[s]),
+                self.slices(n),
+            )
+            t1, d1 = np.concatenate([x.task for x in trained]), np.concatenate([x.data for x in trained])
+            after = self.own(held_out, t1, d1, "test", True)
+            frames.append(records.eval_rows(held_out, f"{name}_1round", True, after))
+        return pd.concat(frames, ignore_index=True)
+
+
+def _diagonal(n: int) -> np.ndarray:
+    return np.stack([np.arange(n), np.arange(n)], axis=1)  # (n, 2)
+
+
+def _to_model_zero(n: int) -> np.ndarray:
+    return np.stack([np.zeros(n, np.int64), np.arange(n)], axis=1)  # (n, 2)
+
+
+def concat_evals(results: Sequence[EvalResult]) -> EvalResult:
+    """Slice results, concatenated in slice order."""
+    return EvalResult(
+        loss=np.concatenate([r.loss for r in results]),
+        correct=np.concatenate([r.correct for r in results]),
+        count=np.concatenate([r.count for r in results]),
+        micro_f1=np.concatenate([r.micro_f1 for r in results]),
+        macro_f1=np.concatenate([r.macro_f1 for r in results]),
+        majority_acc=np.concatenate([r.majority_acc for r in results]),
+        seconds=float(sum(r.seconds for r in results)),
+    )
+
+
+def mean_acc(result: EvalResult | None) -> float:
+    """Mean over clients of per-client accuracy (the paper averages clients, not samples)."""
+    if result is None:
+        return float("nan")
+    return float(np.mean(result.correct / np.maximum(result.count, 1)))
