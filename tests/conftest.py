@@ -37,6 +37,6 @@ def ray_cluster() -> Iterator[None]:
     """One local Ray cluster shared by every Ray test of the session."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
