@@ -18,6 +18,8 @@ from dp2fl_ray.errors import Dp2flError
 
 COMMANDS = {
     "run": ("dp2fl_ray.commands.run", "run one experiment (local Ray unless --address or RAY_ADDRESS)"),
+    "tune": ("dp2fl_ray.commands.tune", "run a Ray Tune sweep of experiments (SWEEP.yaml), or --resume one"),
+    "submit": ("dp2fl_ray.commands.submit", "submit one experiment as a Ray job and follow its logs"),
     "report": (
         "dp2fl_ray.commands.report",
         "write report.md and PNG plots of one run, or compare several runs into --out",

@@ -14,8 +14,10 @@ mapping) and a search ``space`` of dotted config keys::
     mode: max
     scheduler: {asha: {max_t: 12, grace_period: 4, reduction_factor: 2}}
 
-A trial reserves one placement-group bundle for its driver and one per backbone worker, so
-concurrent trials never oversubscribe a node. It reports each round to Tune (schedulers stop
+A trial reserves one placement-group bundle for its driver and one per backbone worker
+(``runtime/actors.py`` puts worker i in bundle i + 1 when it starts inside a placement group;
+the aggregator needs no CPU and stays on the driver's node), so concurrent trials never
+oversubscribe a node. It reports each round to Tune (schedulers stop
 bad trials early) with a checkpoint that names its run directory; the run checkpoints every
 round (``output.checkpoint_every`` is forced to 1), so ``resume_sweep`` continues an
 interrupted sweep where each trial stopped. Outputs under ``<output>/<name>/``: ``runs/<trial
@@ -30,6 +32,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -73,6 +76,8 @@ class Domain:
 
 @dataclass(frozen=True)
 class Asha:
+    """Ray Tune's ASHA scheduler, on the ``round`` a trial reports (not Tune's iteration count)."""
+
     max_t: int
     grace_period: int = 1
     reduction_factor: float = 2.0
@@ -110,7 +115,11 @@ class SweepSpec:
 
 
 def load_sweep(
-    path: str | os.PathLike[str], overrides: Sequence[str] = (), *, name: str | None = None, output: str | None = None
+    path: str | os.PathLike[str],
+    overrides: Sequence[str] = (),
+    *,
+    name: str | None = None,
+    output: str | None = None,
 ) -> SweepSpec:
     """Read and validate a sweep YAML; ``overrides`` (``--set``) apply to the base experiment.
 
@@ -122,7 +131,9 @@ def load_sweep(
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
-        raise ConfigError("file", str(path), "a readable sweep YAML", exc.strerror or type(exc).__name__) from None
+        raise ConfigError(
+            "file", str(path), "a readable sweep YAML", exc.strerror or type(exc).__name__
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError("file", str(path), "valid YAML", str(exc).splitlines()[0]) from None
     if not isinstance(data, dict):
@@ -133,7 +144,9 @@ def load_sweep(
     return sweep_from_dict(data, overrides, relative_to=path.parent)
 
 
-def sweep_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = (), *, relative_to: Path = Path(".")) -> SweepSpec:
+def sweep_from_dict(
+    data: Mapping[str, Any], overrides: Sequence[str] = (), *, relative_to: Path = Path(".")
+) -> SweepSpec:
     """Build a SweepSpec from a parsed sweep mapping (see ``load_sweep``)."""
     for key in data:
         if key not in KEYS:
@@ -154,8 +167,12 @@ def sweep_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = (), *, r
         space=space,
         output=str((Path(launch_dir) / output).resolve()),  # trials run elsewhere: fix it now
         num_samples=_check(data, "num_samples", int, "an int >= 1", lambda v: v >= 1, 1),
-        max_concurrent=_check(data, "max_concurrent", int, "an int >= 0 (0 = as many as fit)", lambda v: v >= 0, 0),
-        metric=_check(data, "metric", str, "one of " + ", ".join(METRICS), lambda v: v in METRICS, "personalized_acc"),
+        max_concurrent=_check(
+            data, "max_concurrent", int, "an int >= 0 (0 = as many as fit)", lambda v: v >= 0, 0
+        ),
+        metric=_check(
+            data, "metric", str, "one of " + ", ".join(METRICS), lambda v: v in METRICS, "personalized_acc"
+        ),
         mode=_check(data, "mode", str, "'max' or 'min'", lambda v: v in ("max", "min"), "max"),
         scheduler=_scheduler(data.get("scheduler"), rounds),
         driver_cpus=float(_check(data, "driver_cpus", float, "a number > 0", lambda v: v > 0, 0.5)),
@@ -190,22 +207,32 @@ def _base_config(base: Any, overrides: Sequence[str], relative_to: Path) -> Expe
         return load_config(path, overrides)
     if isinstance(base, Mapping):
         return config_from_dict(apply_overrides(dict(base), overrides))
-    raise ConfigError("base", base, "an experiment YAML path (relative to the sweep file) or an inline mapping")
+    raise ConfigError(
+        "base", base, "an experiment YAML path (relative to the sweep file) or an inline mapping"
+    )
 
 
 def _space(space: Any) -> dict[str, Domain]:
     if not isinstance(space, Mapping) or not space:
-        raise ConfigError("space", space, "a mapping of dotted config keys to {grid|choice|uniform|loguniform: ...}")
+        raise ConfigError(
+            "space", space, "a mapping of dotted config keys to {grid|choice|uniform|loguniform: ...}"
+        )
     domains = {}
     for key, spec in space.items():
         where = f"space.{key}"
         if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in DOMAINS:
-            raise ConfigError(where, spec, "one of {grid: [...]}, {choice: [...]}, {uniform: [lo, hi]}, {loguniform: [lo, hi]}")
+            raise ConfigError(
+                where,
+                spec,
+                "one of {grid: [...]}, {choice: [...]}, {uniform: [lo, hi]}, {loguniform: [lo, hi]}",
+            )
         kind, values = next(iter(spec.items()))
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}.{kind}", values, "a non-empty list")
         if kind in ("uniform", "loguniform"):
-            numbers = len(values) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            numbers = len(values) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+            )
             if not numbers or not values[0] < values[1] or (kind == "loguniform" and values[0] <= 0):
                 low = "0 < lo < hi" if kind == "loguniform" else "lo < hi"
                 raise ConfigError(f"{where}.{kind}", values, f"[lo, hi] with {low}")
@@ -216,15 +243,22 @@ def _space(space: Any) -> dict[str, Domain]:
 def _scheduler(value: Any, rounds: int) -> Asha | None:
     if value is None:
         return None
-    if not isinstance(value, Mapping) or set(value) != {"asha"} or not isinstance(value["asha"] or {}, Mapping):
+    if (
+        not isinstance(value, Mapping)
+        or set(value) != {"asha"}
+        or not isinstance(value["asha"] or {}, Mapping)
+    ):
         raise ConfigError("scheduler", value, "null or {asha: {max_t, grace_period, reduction_factor}}")
     asha = dict(value["asha"] or {})
     unknown = set(asha) - {"max_t", "grace_period", "reduction_factor"}
     if unknown:
-        raise ConfigError(f"scheduler.asha.{sorted(unknown)[0]}", asha[sorted(unknown)[0]], "max_t, grace_period or reduction_factor")
+        key = min(unknown)
+        raise ConfigError(f"scheduler.asha.{key}", asha[key], "max_t, grace_period or reduction_factor")
     where = "scheduler.asha."
     max_t = _check(asha, "max_t", int, "an int >= 1 (default: the rounds)", lambda v: v >= 1, rounds, where)
-    grace = _check(asha, "grace_period", int, f"an int in [1, max_t={max_t}]", lambda v: 1 <= v <= max_t, 1, where)
+    grace = _check(
+        asha, "grace_period", int, f"an int in [1, max_t={max_t}]", lambda v: 1 <= v <= max_t, 1, where
+    )
     factor = _check(asha, "reduction_factor", float, "a number > 1", lambda v: v > 1, 2.0, where)
     return Asha(max_t, grace, float(factor))
 
@@ -250,7 +284,9 @@ def check_trials(spec: SweepSpec) -> None:
             hint = f"with {', '.join(f'{k}={v!r}' for k, v in values.items())}: {exc}"
             if spec.space.get(key) and spec.space[key].kind in ("uniform", "loguniform"):
                 hint += "; uniform/loguniform draw floats: use grid or choice for int or string fields"
-            raise ConfigError(f"space.{key}", values.get(key), "values that give a valid experiment config", hint) from None
+            raise ConfigError(
+                f"space.{key}", values.get(key), "values that give a valid experiment config", hint
+            ) from None
 
 
 def trial_config(spec: SweepSpec, values: Mapping[str, Any]) -> ExperimentConfig:
@@ -269,7 +305,9 @@ def _set_values(tree: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str,
         node = result
         for part in sections:
             if not isinstance(node.get(part), dict):
-                raise ConfigError(key, value, "a dotted path to a config field", f"'{part}' is not a config section")
+                raise ConfigError(
+                    key, value, "a dotted path to a config field", f"'{part}' is not a config section"
+                )
             node = node[part]
         node[leaf] = value.item() if isinstance(value, np.generic) else value
     return result
@@ -296,15 +334,13 @@ def run_sweep(spec: SweepSpec, *, callbacks: Sequence[Any] = (), verbose: int = 
     """
     from ray import tune
 
-    from dp2fl_ray.runtime.simulation import connect_ray
-
     sweep_dir = spec.sweep_dir
     if (sweep_dir / "tune").exists():
         raise ConfigError("name", spec.name, "a new sweep name", f"{sweep_dir} holds a sweep: resume it with "
                           f"dp2fl-ray tune --resume {sweep_dir}, or pass --name")  # fmt: skip
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(sweep_dir / "sweep.yaml", lambda tmp: Path(tmp).write_text(spec.to_yaml()))
-    started = connect_ray(spec.base["runtime"]["address"])
+    _write_text(sweep_dir / "sweep.yaml", spec.to_yaml())
+    started = _connect(spec)
     try:
         _check_trial_fits(spec)
         tuner = tune.Tuner(
@@ -325,23 +361,34 @@ def resume_sweep(sweep_dir: str | os.PathLike[str], *, verbose: int = 1) -> pd.D
     """
     from ray import tune
 
-    from dp2fl_ray.runtime.simulation import connect_ray
-
     sweep_dir = Path(sweep_dir).resolve()
     if not (sweep_dir / "sweep.yaml").is_file() or not tune.Tuner.can_restore(str(sweep_dir / "tune")):
         raise ConfigError("--resume", str(sweep_dir), "a sweep directory (with sweep.yaml and tune/)",
                           "pass the directory a dp2fl-ray tune run printed")  # fmt: skip
     data = yaml.safe_load((sweep_dir / "sweep.yaml").read_text())
-    data["output"] = str(sweep_dir.parent)  # the sweep may have been moved
+    data |= {"output": str(sweep_dir.parent), "name": sweep_dir.name}  # the sweep may have been moved
     spec = sweep_from_dict(data)
-    started = connect_ray(spec.base["runtime"]["address"])
+    started = _connect(spec)
     try:
         tuner = tune.Tuner.restore(
-            str(sweep_dir / "tune"), trainable=_trainable(spec), param_space=_param_space(spec), resume_errored=True
+            str(sweep_dir / "tune"),
+            trainable=_trainable(spec),
+            param_space=_param_space(spec),
+            resume_errored=True,
         )
         return write_tables(spec, tuner.fit())
     finally:
         _shutdown(started)
+
+
+def _connect(spec: SweepSpec) -> bool:
+    """Join the base config's cluster (or RAY_ADDRESS, or a new local one); True if Ray started here."""
+    from dp2fl_ray.runtime.simulation import connect_ray
+
+    # Trials checkpoint every round on purpose (a trial resumes where it stopped); with short
+    # rounds Tune would warn about frequent experiment snapshots at each of them.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    return connect_ray(spec.base["runtime"]["address"])
 
 
 def _shutdown(started: bool) -> None:
@@ -389,10 +436,13 @@ def _tune_config(spec: SweepSpec) -> Any:
     scheduler = None
     if spec.scheduler is not None:
         a = spec.scheduler
-        scheduler = ASHAScheduler(time_attr="round", max_t=a.max_t, grace_period=a.grace_period, reduction_factor=a.reduction_factor)
+        scheduler = ASHAScheduler(
+            time_attr="round", max_t=a.max_t, grace_period=a.grace_period, reduction_factor=a.reduction_factor
+        )
     return tune.TuneConfig(
         metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples, scheduler=scheduler,
         max_concurrent_trials=spec.max_concurrent or None,
+        reuse_actors=True,  # a finished trial's process (torch imported) runs the next trial
         trial_name_creator=_trial_id, trial_dirname_creator=_trial_id,
     )  # fmt: skip
 
@@ -418,19 +468,20 @@ def _run_trial(params: dict[str, Any], spec: SweepSpec) -> None:
 
     from dp2fl_ray.runtime.simulation import resume_experiment, run_experiment
 
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per round per checkpoint
     if os.path.isdir(spec.launch_dir):
         os.chdir(spec.launch_dir)  # relative data/model paths mean what they meant where the sweep started
-    trial_id = tune.get_context().get_trial_id()
-    run_dir = spec.sweep_dir / "runs" / trial_id
+    run_dir = spec.sweep_dir / "runs" / tune.get_context().get_trial_id()
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
+    if checkpoint is not None:  # it names the run directory, relative to the sweep (which may have moved)
         with checkpoint.as_directory() as folder:
-            run_dir = Path(json.loads(Path(folder, "run.json").read_text())["run_dir"])
+            run_dir = spec.sweep_dir / json.loads(Path(folder, "run.json").read_text())["run"]
 
     def report(row: dict[str, Any]) -> None:
         metrics = {k: float(row[k]) for k in METRICS} | {"round": int(row["round"])}
         with tempfile.TemporaryDirectory() as folder:
-            Path(folder, "run.json").write_text(json.dumps({"run_dir": row["run_dir"], "round": int(row["round"])}))
+            named = {"run": run_dir.relative_to(spec.sweep_dir).as_posix(), "round": int(row["round"])}
+            Path(folder, "run.json").write_text(json.dumps(named))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     if (run_dir / "checkpoints" / "latest.json").is_file():
@@ -477,7 +528,9 @@ def write_tables(spec: SweepSpec, results: Any) -> pd.DataFrame:
     for result in results:
         trial_id = Path(result.path).name
         run_dir = spec.sweep_dir / "runs" / trial_id
-        rounds = read_table(run_dir, "rounds") if (run_dir / "metrics" / "rounds").is_dir() else pd.DataFrame()
+        rounds = (
+            read_table(run_dir, "rounds") if (run_dir / "metrics" / "rounds").is_dir() else pd.DataFrame()
+        )
         rows.append(_trial_row(spec, trial_id, result, run_dir, rounds, statuses.get(trial_id)))
         if len(rounds):
             frames.append(rounds.assign(trial_id=trial_id))
@@ -485,8 +538,12 @@ def write_tables(spec: SweepSpec, results: Any) -> pd.DataFrame:
     _write_parquet(spec.sweep_dir / "trials.parquet", trials)
     if frames:
         per_round = pd.concat(frames, ignore_index=True)
-        per_round = per_round[["trial_id", "round", *[c for c in per_round.columns if c not in ("trial_id", "round")]]]
-        _write_parquet(spec.sweep_dir / "rounds.parquet", per_round.sort_values(["trial_id", "round"], kind="stable"))
+        per_round = per_round[
+            ["trial_id", "round", *[c for c in per_round.columns if c not in ("trial_id", "round")]]
+        ]
+        _write_parquet(
+            spec.sweep_dir / "rounds.parquet", per_round.sort_values(["trial_id", "round"], kind="stable")
+        )
     _write_best(spec, trials)
     return trials
 
@@ -496,7 +553,11 @@ def _trial_row(
 ) -> dict[str, Any]:
     """status: completed (all rounds), stopped (early, by the scheduler), failed, or unfinished
     (interrupted or not started: ``dp2fl-ray tune --resume`` goes on)."""
-    total = trial_config(spec, result.config).federation.rounds if result.config else spec.base["federation"]["rounds"]
+    total = (
+        trial_config(spec, result.config).federation.rounds
+        if result.config
+        else spec.base["federation"]["rounds"]
+    )
     done = int(rounds["round"].max()) if len(rounds) else 0
     if tune_status == "error" or result.error is not None:
         status = "failed"
@@ -531,4 +592,11 @@ def _write_best(spec: SweepSpec, trials: pd.DataFrame) -> None:
         f"{spec.metric} = {best[spec.metric]:.4f} after round {best['rounds_completed']}\n"
     )
     text = header + yaml.safe_dump(config_to_dict(config), sort_keys=False)
-    atomic_write(spec.sweep_dir / "best_config.yaml", lambda tmp: Path(tmp).write_text(text))
+    _write_text(spec.sweep_dir / "best_config.yaml", text)
+
+
+def _write_text(path: Path, text: str) -> None:
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+    atomic_write(path, write)

@@ -38,21 +38,31 @@ def _spec(tiny_config: ExperimentConfig, **sweep: Any) -> dict[str, Any]:
         ({"space": {"federation.rounds": {"uniform": [1, 3]}}}, "space.federation.rounds"),
         ({"space": {"train.lr": {"loguniform": [0, 0.1]}}}, "space.train.lr.loguniform"),
         ({"space": {"train.lr": {"range": [0, 0.1]}}}, "space.train.lr"),
-        ({"space": {"federation.cohort": {"grid": [2, 8]}}}, "space.federation.cohort"),  # cohort > population
-        ({"scheduler": {"asha": {"grace_period": 3}}}, "scheduler.asha.grace_period"),  # > max_t = the 2 rounds
+        (
+            {"space": {"federation.cohort": {"grid": [2, 8]}}},
+            "space.federation.cohort",
+        ),  # cohort > population
+        (
+            {"scheduler": {"asha": {"grace_period": 3}}},
+            "scheduler.asha.grace_period",
+        ),  # > max_t = the 2 rounds
         ({"scheduler": {"asha": {"max_t": 2, "reduction_factor": 1}}}, "scheduler.asha.reduction_factor"),
         ({"metric": "accuracy"}, "metric"),
         ({"mode": "maximise"}, "mode"),
     ],
 )
-def test_a_bad_sweep_fails_before_tune_naming_the_key(tiny_config: ExperimentConfig, change: dict[str, Any], field: str) -> None:
+def test_a_bad_sweep_fails_before_tune_naming_the_key(
+    tiny_config: ExperimentConfig, change: dict[str, Any], field: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         sweep_from_dict(_spec(tiny_config, **change))
     assert info.value.field == field, str(info.value)
 
 
 def test_the_message_of_a_bad_grid_value_says_which_trial_and_why(tiny_config: ExperimentConfig) -> None:
-    with pytest.raises(ConfigError, match=r"space\.train\.lr.*train\.lr=-1\.0.*expected a float in \(0, inf\)"):
+    with pytest.raises(
+        ConfigError, match=r"space\.train\.lr.*train\.lr=-1\.0.*expected a float in \(0, inf\)"
+    ):
         sweep_from_dict(_spec(tiny_config, space={"train.lr": {"grid": [0.1, -1.0]}}))
 
 
@@ -79,7 +89,9 @@ def test_a_bad_sweep_on_the_command_line_exits_2_without_importing_ray(tmp_path:
         "rc = cli.main(['tune', 'experiments/sweep.yaml', '--set', 'train.lr=-1']); "
         "print(rc, 'ray' in sys.modules)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert done.stdout.split() == ["2", "False"], done.stderr
     assert "train.lr" in done.stderr
 
@@ -104,6 +116,12 @@ def interrupt_once(flag: Path) -> Any:
 def test_a_four_trial_sweep_interrupted_after_its_first_trial_resumes_to_the_end(
     ray_cluster: None, tiny_config: ExperimentConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from dp2fl_ray.runtime import actors
+
+    if not hasattr(actors, "worker_placement"):  # else every trial's workers wait forever for CPUs
+        pytest.fail(
+            "runtime/actors.py must place workers in the Tune trial's placement group (worker_placement)"
+        )
     sweep = _spec(
         tiny_config, name="grid", output=str(tmp_path), max_concurrent=2,
         space={"train.lr": {"grid": [0.05, 0.2]}, "algorithm.alpha": {"grid": [1.1, 1.5]}},
@@ -112,8 +130,8 @@ def test_a_four_trial_sweep_interrupted_after_its_first_trial_resumes_to_the_end
     t0 = time.perf_counter()
     first = run_sweep(spec, callbacks=[interrupt_once(tmp_path / "interrupted")], verbose=0)
     t_first = time.perf_counter() - t0
-    assert len(first) == 4 and (first["status"] == "completed").sum() >= 1
-    assert (first["status"] == "unfinished").any(), first[["trial_id", "status", "rounds_completed"]]
+    # Tune makes a grid's trials as slots free up: the ones not made yet come on resume
+    assert 1 <= (first["status"] == "completed").sum() < 4 and (first["status"] != "failed").all()
 
     monkeypatch.setitem(cli.COMMANDS, "tune", TUNE_COMMAND)
     assert cli.main(["tune", "--resume", str(spec.sweep_dir), "--quiet"]) == 0
@@ -123,7 +141,12 @@ def test_a_four_trial_sweep_interrupted_after_its_first_trial_resumes_to_the_end
     print(trials[["trial_id", "status", "rounds_completed", "train.lr", "algorithm.alpha", "personalized_acc",
                   "global_acc", "train_loss"]].to_string(index=False))  # fmt: skip
     assert len(trials) == 4 and (trials["status"] == "completed").all()
-    assert sorted(zip(trials["train.lr"], trials["algorithm.alpha"])) == [(0.05, 1.1), (0.05, 1.5), (0.2, 1.1), (0.2, 1.5)]
+    assert sorted(zip(trials["train.lr"], trials["algorithm.alpha"])) == [
+        (0.05, 1.1),
+        (0.05, 1.5),
+        (0.2, 1.1),
+        (0.2, 1.5),
+    ]
     rounds = pd.read_parquet(spec.sweep_dir / "rounds.parquet")
     assert len(rounds) == 8 and rounds.groupby("trial_id")["round"].apply(list).tolist() == [[1, 2]] * 4
     for _, trial in trials.iterrows():  # each run resumed in place: every round written once, config as swept
@@ -135,5 +158,8 @@ def test_a_four_trial_sweep_interrupted_after_its_first_trial_resumes_to_the_end
         assert trial["personalized_acc"] == pytest.approx(read_summary(run_dir)["personalized_acc"])
     best = trials.loc[trials["personalized_acc"].idxmax()]
     best_config = yaml.safe_load((spec.sweep_dir / "best_config.yaml").read_text())
-    assert best_config["train"]["lr"] == best["train.lr"] and best_config["algorithm"]["alpha"] == best["algorithm.alpha"]
+    assert (
+        best_config["train"]["lr"] == best["train.lr"]
+        and best_config["algorithm"]["alpha"] == best["algorithm.alpha"]
+    )
     assert best_config["output"] == spec.base["output"]  # runnable as is, into the usual results

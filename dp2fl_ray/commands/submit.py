@@ -30,7 +30,7 @@ from dp2fl_ray.errors import ConfigError, RunError
 
 # Never shipped with the job (gitignore-style, relative to the working dir); Ray also honours .gitignore.
 EXCLUDES = (
-    ".venv/", "venv/", ".git/", "results/", "__pycache__/", "*.pyc", "*.egg-info/", "build/", "dist/",
+    ".venv*/", "venv*/", ".git/", "results/", "__pycache__/", "*.pyc", "*.egg-info/", "build/", "dist/",
     ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", ".hypothesis/",
 )  # fmt: skip
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -52,22 +52,33 @@ def cli_main(args: argparse.Namespace) -> int:
     from dp2fl_ray.config import load_config
 
     config = load_config(args.config, args.overrides)  # fails before Ray is contacted
-    working_dir = Path(args.working_dir).resolve() if args.working_dir else default_working_dir(Path(args.config))
-    entrypoint = job_entrypoint(Path(args.config), args.overrides, working_dir, joins_other_cluster=bool(config.runtime.address))
+    working_dir = (
+        Path(args.working_dir).resolve() if args.working_dir else default_working_dir(Path(args.config))
+    )
+    entrypoint = job_entrypoint(
+        Path(args.config), args.overrides, working_dir, joins_other_cluster=bool(config.runtime.address)
+    )
     runtime_env = job_runtime_env(working_dir, args.runtime_env)
     address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
     if not address:
         raise ConfigError("--address", None, "the job server address, e.g. http://HOST:8265")
 
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     t0 = time.perf_counter()
     try:
         client = JobSubmissionClient(address, headers=auth_headers())
+        job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=args.job_id,
+                                   metadata={"dp2fl_config": config.name})  # fmt: skip
+    except AuthenticationError as exc:
+        raise RunError(
+            f"the job server at {address} refused the request: {str(exc).splitlines()[0]}. It uses token "
+            "authentication: put the cluster's token (`ray get-auth-token` on the head prints it) in "
+            "~/.ray/auth_token, or set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
+        ) from None
     except (ConnectionError, RuntimeError) as exc:
-        raise RunError(f"cannot reach the Ray job server at {address}: {exc}") from None
-    job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=args.job_id,
-                               metadata={"dp2fl_config": config.name})  # fmt: skip
+        raise RunError(f"cannot submit to the Ray job server at {address}: {exc}") from None
     print(f"submitted job {job_id} to {address}: {entrypoint}", flush=True)
     if args.no_wait:
         print(f"follow it with: ray job logs --follow --address {address} {job_id}")
@@ -76,7 +87,9 @@ def cli_main(args: argparse.Namespace) -> int:
         asyncio.run(_stream_logs(client, job_id))
         status = _wait_terminal(client, job_id)
     except KeyboardInterrupt:
-        print(f"\nstopped following; the job goes on (stop it with: ray job stop --address {address} {job_id})")
+        print(
+            f"\nstopped following; the job goes on (stop it with: ray job stop --address {address} {job_id})"
+        )
         return 130
     print(f"job {job_id}: {status} after {time.perf_counter() - t0:.1f} s", flush=True)
     return 0 if status == "SUCCEEDED" else 1
@@ -90,7 +103,9 @@ def default_working_dir(config: Path) -> Path:
     return Path.cwd().resolve()
 
 
-def job_entrypoint(config: Path, overrides: list[str], working_dir: Path, joins_other_cluster: bool = False) -> str:
+def job_entrypoint(
+    config: Path, overrides: list[str], working_dir: Path, joins_other_cluster: bool = False
+) -> str:
     """``dp2fl-ray run <config relative to the working dir> --set ...``, shell-quoted.
 
     A config naming ``runtime.address`` gets ``runtime.address=null``: the job's driver joins
@@ -105,7 +120,9 @@ def job_entrypoint(config: Path, overrides: list[str], working_dir: Path, joins_
         raise ConfigError("CONFIG", str(config), f"a file inside the working directory {working_dir}",
                           "move it there or pass --working-dir")  # fmt: skip
     sets = [*overrides, "runtime.address=null"] if joins_other_cluster else list(overrides)
-    return shlex.join(["dp2fl-ray", "run", relative.as_posix(), *[part for s in sets for part in ("--set", s)]])
+    return shlex.join(
+        ["dp2fl-ray", "run", relative.as_posix(), *[part for s in sets for part in ("--set", s)]]
+    )
 
 
 def job_runtime_env(working_dir: Path, extra: str | None = None) -> dict[str, Any]:
@@ -115,7 +132,9 @@ def job_runtime_env(working_dir: Path, extra: str | None = None) -> dict[str, An
         try:
             env = yaml.safe_load(Path(extra).read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError("--runtime-env", extra, "a readable YAML mapping", str(exc).splitlines()[0]) from None
+            raise ConfigError(
+                "--runtime-env", extra, "a readable YAML mapping", str(exc).splitlines()[0]
+            ) from None
         if not isinstance(env, dict) or "working_dir" in env:
             raise ConfigError("--runtime-env", extra, "a mapping of runtime_env keys without working_dir",
                               "pass the directory with --working-dir")  # fmt: skip
@@ -137,7 +156,9 @@ def find_auth_token() -> str | None:
         try:
             token = Path(named).expanduser().read_text().strip()
         except OSError as exc:
-            raise ConfigError("RAY_AUTH_TOKEN_PATH", named, "a readable token file", exc.strerror or "") from None
+            raise ConfigError(
+                "RAY_AUTH_TOKEN_PATH", named, "a readable token file", exc.strerror or ""
+            ) from None
         if not token:
             raise ConfigError("RAY_AUTH_TOKEN_PATH", named, "a file holding the token", "it is empty")
         return token

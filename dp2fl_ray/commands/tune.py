@@ -12,8 +12,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
                         help="override a field of the base experiment (repeatable), e.g. --set federation.rounds=4")  # fmt: skip
     parser.add_argument("--resume", metavar="SWEEP_DIR", help="continue an interrupted sweep (its directory)")
-    parser.add_argument("--name", help="sweep directory name (default: the YAML's name, else <file>-<UTC time>)")
-    parser.add_argument("--output", help="parent directory of sweeps (default: the YAML's output, else results/sweeps)")
+    parser.add_argument(
+        "--name", help="sweep directory name (default: the YAML's name, else <file>-<UTC time>)"
+    )
+    parser.add_argument(
+        "--output", help="parent directory of sweeps (default: the YAML's output, else results/sweeps)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no Tune progress tables")
 
 
@@ -24,7 +28,12 @@ def cli_main(args: argparse.Namespace) -> int:
     verbose = 0 if args.quiet else 1
     if args.resume:
         if args.sweep or args.overrides or args.name or args.output:
-            raise ConfigError("--resume", args.resume, "no SWEEP, --set, --name or --output", "a resumed sweep keeps its spec")
+            raise ConfigError(
+                "--resume",
+                args.resume,
+                "no SWEEP, --set, --name or --output",
+                "a resumed sweep keeps its spec",
+            )
         from dp2fl_ray.tune import resume_sweep
 
         sweep_dir = args.resume
@@ -32,7 +41,9 @@ def cli_main(args: argparse.Namespace) -> int:
     else:
         if not args.sweep:
             raise ConfigError("SWEEP", None, "a sweep YAML", "e.g. dp2fl-ray tune experiments/sweep.yaml")
-        spec = load_sweep(args.sweep, args.overrides, name=args.name, output=args.output)  # fails before Ray starts
+        spec = load_sweep(
+            args.sweep, args.overrides, name=args.name, output=args.output
+        )  # fails before Ray starts
         from dp2fl_ray.tune import run_sweep
 
         sweep_dir = str(spec.sweep_dir)
@@ -42,6 +53,8 @@ def cli_main(args: argparse.Namespace) -> int:
     print(f"sweep: {sweep_dir} (trials.parquet, rounds.parquet, best_config.yaml)")
     unfinished = trials["status"].isin(["unfinished", "failed"])
     if unfinished.any():
-        print(f"{int(unfinished.sum())} trial(s) unfinished or failed; go on with: dp2fl-ray tune --resume {sweep_dir}")
+        print(
+            f"{int(unfinished.sum())} trial(s) unfinished or failed; go on with: dp2fl-ray tune --resume {sweep_dir}"
+        )
         return 1
     return 0

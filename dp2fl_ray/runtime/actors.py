@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from ray.util.placement_group import get_current_placement_group
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from dp2fl_ray.runtime.aggregation import AggregatorCore
 from dp2fl_ray.runtime.work import WorkerCore
@@ -37,13 +38,26 @@ def start_workers(config_dict: dict[str, Any], runtime: Any, run_id: str) -> lis
         num_cpus=runtime.cpus_per_worker,
         num_gpus=runtime.gpus_per_worker,
         max_restarts=runtime.max_retries,  # a dead worker comes back; its slice is re-run
-        scheduling_strategy="SPREAD",  # over the cluster's nodes
         runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith("DP2FL_")}},
     )
     return [
-        BackboneWorker.options(name=f"dp2fl:{run_id}:worker-{i}", **options).remote(config_dict, threads)
+        BackboneWorker.options(
+            name=f"dp2fl:{run_id}:worker-{i}", scheduling_strategy=worker_placement(i), **options
+        ).remote(config_dict, threads)
         for i in range(runtime.workers)
     ]
+
+
+def worker_placement(i: int) -> Any:
+    """Where worker ``i`` goes: spread over the cluster's nodes; or, when the driver runs inside
+    a placement group (a Ray Tune trial), into bundle ``i + 1`` of it (bundle 0 is the trial
+    driver's), so a trial uses exactly what it reserved and concurrent trials never
+    oversubscribe a node. An explicit strategy such as SPREAD would escape the group."""
+    group = get_current_placement_group()
+    if group is None:
+        return "SPREAD"
+    index = i + 1 if i + 1 < group.bundle_count else -1  # -1: any bundle with room
+    return PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=index)
 
 
 def start_aggregator(
