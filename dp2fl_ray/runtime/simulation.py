@@ -50,7 +50,7 @@ def run_experiment(
     Starts a local Ray (``ray.init()``) unless Ray is already up, or ``runtime.address`` /
     ``RAY_ADDRESS`` name a cluster. The run directory is ``<output_dir>/<run_name>``
     (defaults: ``output.dir`` and ``<name>-<UTC timestamp>``). ``on_round`` is called after
-    each round's metrics are written with that round's row of the ``rounds`` table plus
+    each round's metrics and checkpoint are written with that round's row of the ``rounds`` table plus
     ``round`` and ``run_dir`` (Ray Tune reports through it).
     """
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -180,6 +180,8 @@ class Simulation:
                 self.run_round(r, held_out, bar)
                 if cfg.output.checkpoint_every and r % cfg.output.checkpoint_every == 0:
                     self.checkpoint(r)
+                if self.on_round is not None:  # after the checkpoint: a report implies a resumable round
+                    self.on_round(self.round_row)
         return {
             **self.summarize(),
             "startup_s": startup_s,
@@ -322,8 +324,7 @@ class Simulation:
         outcome.timings["metrics_s"] = time.perf_counter() - t  # the other tables' writes
         round_row = records.rounds_frame(outcome)
         self.metrics.write("rounds", r, round_row)
-        if self.on_round is not None:
-            self.on_round({"round": r, "run_dir": str(self.run_dir), **round_row.iloc[0].to_dict()})
+        self.round_row = {"round": r, "run_dir": str(self.run_dir), **round_row.iloc[0].to_dict()}
 
     def initial_prompts(self) -> tuple[np.ndarray, np.ndarray]:
         return tuple(ray.get(self.aggregator.initial_prompts.remote()))  # type: ignore[return-value]
