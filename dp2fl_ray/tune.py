@@ -46,34 +46,16 @@ import yaml
 from dp2fl_ray.config import config_from_dict, config_to_dict
 from dp2fl_ray.errors import ConfigError
 from dp2fl_ray.metrics import atomic_write, read_summary, read_table, write_json
-from dp2fl_ray.sweep import (  # noqa: F401  (load_sweep & co. re-exported for callers of tune)
-    SweepSpec,
-    check_trials,
-    load_sweep,
-    sweep_from_dict,
-    trial_bundles,
-    trial_config,
-)
-    _MAX_COMBOS,
-    DOMAINS,
-    KEYS,
+from dp2fl_ray.sweep import (  # noqa: F401 -- load_sweep and co. are re-exported for callers of tune
     METRICS,
     STATUS_FILE,
-    Asha,
-    Domain,
     SweepSpec,
-    _base_config,
-    _check,
-    _name_ok,
-    _scheduler,
-    _set_values,
-    _space,
-    _stamp,
     check_trials,
     load_sweep,
     sweep_from_dict,
     trial_bundles,
     trial_config,
+    _set_values,
 )
 
 
