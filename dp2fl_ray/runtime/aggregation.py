@@ -83,6 +83,7 @@ class AggregatorCore:
         self.global_data = self.initial_data.copy()
         self.store: ClientStore = open_store(store, store_uri) if store is not None else InMemoryClientStore()
         self.rounds_done = 0
+        self.rounds_seen: dict[int, int] = {}
 
     @property
     def name(self) -> str:
@@ -90,6 +91,8 @@ class AggregatorCore:
 
     def start_round(self, cohort: np.ndarray) -> RoundStart:
         rows = self.store.get_many(cohort)
+        # remembered for commit, so a round reads each client's row once, not twice
+        self.rounds_seen = {int(c): (r.rounds_seen if r else 0) for c, r in zip(cohort, rows)}
         m, dt = len(rows), len(self.global_task)
         task = np.repeat(self.global_task[None], m, axis=0)  # (m, Dt)
         data = np.repeat(self.global_data[None], m, axis=0)  # (m, Dd)
@@ -198,16 +201,13 @@ class AggregatorCore:
         The stored vector is the client's data prompt; for ``local`` (which keeps its own
         task prompt too) it is the task and data prompts concatenated.
         """
-        previous = self.store.get_many(cohort)
         if self.name == "local":
             vectors = np.concatenate([update.personal_task, update.personal_data], axis=1)
         else:
             vectors = update.personal_data
         states = [
-            ClientState(
-                np.asarray(vectors[k], np.float32), float(new_baselines[k]), (p.rounds_seen if p else 0) + 1
-            )
-            for k, p in enumerate(previous)
+            ClientState(np.asarray(vectors[k], np.float32), float(new_baselines[k]), self.rounds_seen[int(c)] + 1)
+            for k, c in enumerate(cohort)
         ]
         self.store.put_many([int(c) for c in cohort], states)
         self.rounds_done += 1

@@ -19,8 +19,10 @@ and ``memory``), one fresh child process runs ``run_experiment`` on its own loca
   bytes of the files under ``<run>/store``;
 * per round (medians over the rounds): the overhead ``start_s + aggregate_s + commit_s +
   metrics_s`` (sampling and store reads, aggregation, store writes, metrics writes) and the
-  remainder ``wall_s - train_s - crosseval_s - eval_s - overhead`` (Ray dispatch, driver
-  bookkeeping), each beside the backbone's time.
+  remainder ``wall_s - train_s - crosseval_s - eval_s - start_s - aggregate_s - commit_s``
+  (Ray dispatch, driver bookkeeping; ``metrics_s`` is timed after ``wall_s`` stops, so it
+  is not subtracted), each beside the backbone's time. Round 1 is reported apart: its
+  ``start_s`` also waits for the aggregator actor to start.
 
 Points are interleaved (rep 1 of every point, then rep 2, ...) because the machine is
 shared; tables quote medians over reps of per-run medians over rounds, and ratios to 10^3.
@@ -54,6 +56,7 @@ COHORT, ROUNDS = 100, 3
 LARGE = {"population": 10_000_000, "cohort": 1_000, "rounds": 1, "max_eval_models": 16, "backend": "sharded"}
 OVERHEAD_PARTS = ("start_s", "aggregate_s", "commit_s", "metrics_s")
 BACKBONE_PARTS = ("train_s", "crosseval_s", "eval_s")
+TIME_COLUMNS = ("overhead_s", "remainder_s", "backbone_s", "wall_s", *OVERHEAD_PARTS)
 # Targets of the issue: at the largest population against the smallest.
 MAX_OVERHEAD_RATIO, MAX_DRIVER_RSS = 1.5, 2 * 1024**3
 
@@ -88,14 +91,14 @@ def round_overheads(rounds: pd.DataFrame) -> pd.DataFrame:
     """Per round: ``overhead_s`` (outside the backbone), ``backbone_s`` and ``remainder_s``.
 
     ``overhead_s = start_s + aggregate_s + commit_s + metrics_s``; ``backbone_s = train_s +
-    crosseval_s + eval_s``; ``remainder_s = wall_s - backbone_s - overhead_s``. ``metrics_s``
-    is timed after ``wall_s`` stops, so the remainder can be slightly negative (never by more
-    than ``metrics_s``).
+    crosseval_s + eval_s``; ``remainder_s = wall_s - backbone_s - start_s - aggregate_s -
+    commit_s``: what ``wall_s`` does not attribute (Ray dispatch, driver bookkeeping).
+    ``metrics_s`` is left out of the remainder because it is timed after ``wall_s`` stops.
     """
     out = pd.DataFrame({"round": rounds["round"].astype(int)})
     out["overhead_s"] = rounds[list(OVERHEAD_PARTS)].sum(axis=1)
     out["backbone_s"] = rounds[list(BACKBONE_PARTS)].sum(axis=1)
-    out["remainder_s"] = rounds["wall_s"] - out["backbone_s"] - out["overhead_s"]
+    out["remainder_s"] = rounds["wall_s"] - out["backbone_s"] - out["overhead_s"] + rounds["metrics_s"]
     for part in (*OVERHEAD_PARTS, "wall_s"):
         out[part] = rounds[part]
     return out
@@ -150,6 +153,86 @@ def proc_peak_rss(title: str, under: int) -> int:
         except OSError:
             continue
     return peak
+
+
+# --- the store alone: the aggregator's store path, in process, no Ray ----------------------
+
+
+def store_rounds(
+    backend: str, population: int, cohort: int, rounds: int, dim: int, root: Path,
+    shard_size: int = 4096, cache_shards: int = 16, seed: int = 0,
+) -> pd.DataFrame:  # fmt: skip
+    """Time ``AggregatorCore.start_round`` and ``commit`` (the store reads and writes of a round)
+    on the package's own code, with random cohorts of ``population``; count shard file reads
+    and writes. One row per round."""
+    import numpy as np
+
+    from dp2fl_ray.config import AlgorithmConfig, StoreConfig
+    from dp2fl_ray.runtime.aggregation import AggregatorCore, RoundUpdate
+    from dp2fl_ray.runtime.cohort import sample_cohort
+
+    store_cfg = StoreConfig(backend=backend, shard_size=shard_size, cache_shards=cache_shards)  # type: ignore[arg-type]
+    rng = np.random.default_rng(seed)  # random prompts: Parquet cannot compress them away
+    init_data = rng.normal(size=dim).astype(np.float32)
+    core = AggregatorCore(AlgorithmConfig(), np.zeros(8, np.float32), init_data, store_cfg, str(root))
+    counts = {"_read": 0, "_write": 0}
+    for method in counts:  # count on this instance only (the package code is untouched)
+        if hasattr(core.store, method):
+            original = getattr(core.store, method)
+
+            def counted(*a: Any, _m: str = method, _f: Any = original) -> Any:
+                counts[_m] += 1
+                return _f(*a)
+
+            setattr(core.store, method, counted)
+    rows = []
+    for r in range(1, rounds + 1):
+        before = dict(counts)
+        t = time.perf_counter()
+        ids = sample_cohort(seed, r, population, min(cohort, population))
+        start = core.start_round(ids)
+        start_s = time.perf_counter() - t
+        m = len(ids)
+        trained = (start.data + rng.normal(scale=0.01, size=start.data.shape)).astype(np.float32)
+        update = RoundUpdate(core.global_task, core.global_data, start.task, trained, np.ones(m), None)
+        t = time.perf_counter()
+        core.commit(ids, update, np.ones(m))
+        commit_s = time.perf_counter() - t
+        rows.append({
+            "backend": backend, "population": population, "cohort": cohort, "round": r,
+            "start_s": start_s, "commit_s": commit_s,
+            "shard_reads": counts["_read"] - before["_read"], "shard_writes": counts["_write"] - before["_write"],
+            "shards_touched": len({int(c) // shard_size for c in ids}), "clients_stored": len(core.store),
+        })  # fmt: skip
+    core.store.close()
+    return pd.DataFrame(rows)
+
+
+def store_sweep(populations: tuple[int, ...], backends: tuple[str, ...], reps: int, rounds: int, dim: int, work: Path) -> pd.DataFrame:
+    """``store_rounds`` for every (rep, population, backend), interleaved; all rounds' rows."""
+    frames = []
+    for rep in range(1, reps + 1):
+        for population in populations:
+            for backend in backends:
+                root = work / f"store-{backend}-{population}-r{rep}"
+                frame = store_rounds(backend, population, COHORT, rounds, dim, root)
+                frames.append(frame.assign(rep=rep, disk_bytes=dir_bytes(root)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarise_store(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (backend, population): medians over reps of per-run medians over rounds 2.. (round 1 has no returning clients)."""
+    later = rows[rows["round"] > 1]
+    per_run = later.groupby(["backend", "population", "rep"])[
+        ["start_s", "commit_s", "shard_reads", "shard_writes", "shards_touched"]
+    ].median()
+    out = per_run.groupby(["backend", "population"]).median()
+    last = rows.groupby(["backend", "population", "rep"])[["clients_stored", "disk_bytes"]].last()
+    out = out.join(last.groupby(["backend", "population"]).median()).reset_index()
+    out["store_s"] = out["start_s"] + out["commit_s"]
+    for backend, group in out.groupby("backend"):
+        out.loc[group.index, "ratio"] = group["store_s"] / group.loc[group["population"].idxmin(), "store_s"]
+    return out.sort_values(["backend", "population"]).reset_index(drop=True)
 
 
 # --- one point, inside a fresh child process ----------------------------------------------
@@ -231,19 +314,24 @@ def run_point(spec: dict[str, Any], work: Path, timeout_s: float) -> dict[str, A
 
 
 def per_run_row(result: dict[str, Any]) -> dict[str, Any]:
-    """One row of ``scale_runs.parquet``: the run's facts and medians over its rounds."""
+    """One row of ``scale_runs.parquet``: the run's facts, every round's times, and medians
+    over rounds 2.. (round 1's ``start_s`` also waits for the aggregator actor to start; a
+    one-round run has only round 1)."""
     table = pd.DataFrame(result["rounds_table"])
     row = {k: v for k, v in result.items() if k not in ("rounds_table", "rounds_raw")}
-    for col in ("overhead_s", "remainder_s", "backbone_s", "wall_s", *OVERHEAD_PARTS):
-        row[f"{col}_median"] = float(table[col].median())
-    row["rounds_overhead_s"] = [float(x) for x in table["overhead_s"]]
+    steady = table[table["round"] > 1] if len(table) > 1 else table
+    for col in TIME_COLUMNS:
+        row[f"{col}_median"] = float(steady[col].median())
+    for _, rd in table.iterrows():
+        for col in TIME_COLUMNS:
+            row[f"{col}_r{int(rd['round'])}"] = float(rd[col])
     return row
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (backend, population, cohort): medians over reps, and overhead ratios to the smallest population."""
     keys = ["backend", "population", "cohort", "rounds"]
-    numeric = [c for c in runs.columns if c.endswith("_median")] + [
+    numeric = [c for c in runs.columns if c.endswith("_median") or c.endswith("_r1")] + [
         "driver_peak_rss", "driver_rss_before", "aggregator_peak_rss", "store_disk_bytes", "run_s",
     ]  # fmt: skip
     med = runs.groupby(keys)[numeric].median()
@@ -267,52 +355,99 @@ def _ms(x: float) -> str:
     return f"{1000 * x:,.1f}"
 
 
-def markdown(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any]) -> str:
-    """The report: table of the sweep, the large point, checks against the targets."""
+def markdown(summary: pd.DataFrame, store: pd.DataFrame, meta: dict[str, Any]) -> str:
+    """The report: the end-to-end sweep, the large point, the store alone, checks against the targets."""
     lines = [
         "# Scale: cost outside the backbone from 10^3 to 10^7 clients",
         "",
         f"`experiments/benchmarks/scale.py` ({meta['when']}, {meta['machine']}; {meta['reps']} interleaved "
-        "reps per point, each in a fresh process with its own local Ray, 2 workers x 1 CPU).",
-        "Workload: DP2FL, tiny random CLIP (hidden 32, 1 layer, 2 heads, projection 16, 8x8 images in 4x4 "
-        "patches; prompts n_ctx 1, depth 1), synthetic source, iid, 8 train samples a client, 1 local epoch, "
-        "no held-out clients, no checkpoints. Times are medians over reps of each run's median over its "
-        "rounds; `overhead` = `start_s + aggregate_s + commit_s + metrics_s` (sampling + store reads, "
-        "aggregation, store writes, metrics writes); `rest` = `wall_s - train_s - crosseval_s - eval_s - "
-        "overhead` (Ray dispatch and driver bookkeeping; `metrics_s` falls outside `wall_s`, so `rest` "
-        "can be slightly negative). RSS in MiB; the driver's is `ru_maxrss` of the driver process, "
-        "`before` its RSS after imports and `ray.init`, just before the run.",
+        "reps per point, each in a fresh process with its own local Ray, 2 workers x 1 CPU). Raw numbers: "
+        f"`{meta['parquet']}` (one row per run, `kind` = `e2e` or `store`).",
         "",
-        "| store | population | cohort | overhead ms | ratio to 10^3 | start | aggregate | commit | metrics "
-        "| rest ms | backbone ms | driver peak MiB | driver before MiB | aggregator peak MiB | clients stored "
-        "| distinct clients | bytes/client | store bytes | on-disk bytes | shard files | check |",
+        "Workload: DP2FL, tiny random CLIP (hidden 32, 1 layer, 2 heads, projection 16, 8x8 images in 4x4 "
+        "patches; prompts n_ctx 1, depth 1: a data prompt of 1,056 floats), synthetic source, iid, 8 train "
+        "samples a client, 1 local epoch, cohort 100, 3 rounds, no held-out clients, no checkpoints, store "
+        "defaults (`shard_size` 4096, `cache_shards` 16). Times in ms are medians over reps of each run's median "
+        "over rounds 2-3; round 1 is shown apart (`round 1`: its `start_s` also waits for the aggregator "
+        "actor to start, about a second). `overhead` = `start_s + aggregate_s + commit_s + metrics_s` "
+        "(sampling + store reads, aggregation, store writes, metrics writes); `rest` = `wall_s - train_s - "
+        "crosseval_s - eval_s - start_s - aggregate_s - commit_s` (Ray dispatch, driver bookkeeping; "
+        "`metrics_s` is timed after `wall_s` stops, so it is not subtracted); `backbone` = `train_s + "
+        "crosseval_s + eval_s`. "
+        "RSS in MiB: `driver peak` is `ru_maxrss` of the driver process, `before` its RSS after the "
+        "imports and `ray.init`, just before the run; `aggregator` is the `VmHWM` of the `ray::Aggregator` "
+        "process.",
+        "",
+        "## End to end (Ray), cohort 100, 3 rounds",
+        "",
+        "| store | population | overhead | x 10^3 | start | aggregate | commit | metrics | rest "
+        "| backbone | round 1 overhead | driver peak | before | aggregator | clients stored | distinct in `clients` "
+        "| bytes/client | store bytes | on-disk bytes | shard files | check |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for _, r in summary.iterrows():
-        ratio = "" if pd.isna(r["overhead_ratio"]) or r["cohort"] != COHORT else f"{r['overhead_ratio']:.2f}"
+    sweep = summary[summary["cohort"] == COHORT]
+    for _, r in sweep.iterrows():
         lines.append(
-            f"| {r['backend']} | {r['population']:,} | {r['cohort']:,} | {_ms(r['overhead_s_median'])} | {ratio} "
+            f"| {r['backend']} | {r['population']:,} | {_ms(r['overhead_s_median'])} | {r['overhead_ratio']:.2f} "
             f"| {_ms(r['start_s_median'])} | {_ms(r['aggregate_s_median'])} | {_ms(r['commit_s_median'])} "
             f"| {_ms(r['metrics_s_median'])} | {_ms(r['remainder_s_median'])} | {_ms(r['backbone_s_median'])} "
-            f"| {_mib(r['driver_peak_rss'])} | {_mib(r['driver_rss_before'])} | {_mib(r['aggregator_peak_rss'])} "
+            f"| {_ms(r['overhead_s_r1'])} | {_mib(r['driver_peak_rss'])} | {_mib(r['driver_rss_before'])} | {_mib(r['aggregator_peak_rss'])} "
             f"| {r['clients_stored']:,} | {r['distinct_clients']:,} | {r['bytes_per_client']:,} "
             f"| {r['store_bytes']:,} | {r['store_disk_bytes']:,.0f} | {r['store_files']:,} "
             f"| {'ok' if r['store_check'] else 'FAIL'} |"
         )
-    lines += ["", "## Against the targets", ""]
-    for backend in sorted(summary["backend"].unique()):
-        sweep = summary[(summary["backend"] == backend) & (summary["cohort"] == COHORT)]
-        if sweep.empty:
-            continue
-        big = sweep.loc[sweep["population"].idxmax()]
+    lines += ["", "`check`: `clients_stored` = distinct clients in the `clients` table, and `store_bytes` = "
+              "`clients_stored` x `bytes_per_client`.", ""]
+    large = summary[summary["cohort"] != COHORT]
+    if not large.empty:
+        lines += ["## Largest run end to end", ""]
+        for _, r in large.iterrows():
+            lines.append(
+                f"Population {r['population']:,}, cohort {r['cohort']:,}, `max_eval_models` 16, {r['rounds']} "
+                f"round, `{r['backend']}` store: completed; round wall {r['wall_s_median']:.1f} s (backbone "
+                f"{r['backbone_s_median']:.1f} s; overhead {_ms(r['overhead_s_median'])} ms = start "
+                f"{_ms(r['start_s_median'])} + aggregate {_ms(r['aggregate_s_median'])} + commit "
+                f"{_ms(r['commit_s_median'])} + metrics {_ms(r['metrics_s_median'])}; rest "
+                f"{_ms(r['remainder_s_median'])} ms); driver peak RSS {_mib(r['driver_peak_rss'])} MiB "
+                f"({_mib(r['driver_rss_before'])} before the run), aggregator {_mib(r['aggregator_peak_rss'])} MiB; "
+                f"{r['clients_stored']:,} clients stored = {r['distinct_clients']:,} distinct, "
+                f"{r['store_bytes']:,} store bytes, {r['store_disk_bytes']:,.0f} bytes in {r['store_files']:,} "
+                f"shard files; whole process {r['run_s']:.0f} s."
+            )
+        lines.append("")
+    if not store.empty:
+        lines += [
+            "## The store alone (no Ray, in process)",
+            "",
+            f"`AggregatorCore.start_round` + `commit` (the package's code; what `start_s` and `commit_s` time, "
+            f"less the Ray call) with random cohorts of 100, {meta['store_rounds']} rounds, random data prompts "
+            "of 1,056 floats; medians over rounds 2.. (round 1 has nothing to read back) and over reps. Shard "
+            "reads and writes are Parquet file reads and writes per round.",
+            "",
+            "| store | population | start ms | commit ms | x 10^3 | shards touched | shard reads | shard writes "
+            "| clients stored | on-disk bytes |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for _, r in store.iterrows():
+            lines.append(
+                f"| {r['backend']} | {r['population']:,} | {_ms(r['start_s'])} | {_ms(r['commit_s'])} "
+                f"| {r['ratio']:.1f} | {f'{r.shards_touched:.0f}' if r['backend'] == 'sharded' else '-'} "
+                f"| {r['shard_reads']:.0f} | {r['shard_writes']:.0f} "
+                f"| {r['clients_stored']:,.0f} | {r['disk_bytes']:,.0f} |"
+            )
+        lines.append("")
+    lines += ["## Against the targets", ""]
+    for backend in sorted(sweep["backend"].unique()):
+        part = sweep[sweep["backend"] == backend]
+        big = part.loc[part["population"].idxmax()]
         ok_ratio = big["overhead_ratio"] <= MAX_OVERHEAD_RATIO
-        ok_rss = sweep["driver_peak_rss"].max() <= MAX_DRIVER_RSS
+        ok_rss = part["driver_peak_rss"].max() <= MAX_DRIVER_RSS
         lines.append(
-            f"- `{backend}`: overhead at {big['population']:,} / at {sweep['population'].min():,} = "
+            f"- `{backend}`: overhead at {big['population']:,} / at {part['population'].min():,} = "
             f"{big['overhead_ratio']:.2f} (target <= {MAX_OVERHEAD_RATIO}: {'met' if ok_ratio else 'MISSED'}); "
-            f"driver peak RSS at most {_mib(sweep['driver_peak_rss'].max())} MiB (target <= 2048: "
-            f"{'met' if ok_rss else 'MISSED'}); store bytes = clients stored x bytes per client and clients "
-            f"stored = distinct clients in the clients table: {'met' if sweep['store_check'].all() else 'MISSED'}."
+            f"driver peak RSS at most {_mib(part['driver_peak_rss'].max())} MiB (target <= 2048: "
+            f"{'met' if ok_rss else 'MISSED'}); store bytes = touched clients x bytes per client: "
+            f"{'met' if part['store_check'].all() else 'MISSED'}."
         )
     lines += ["", meta.get("reading", "").strip(), ""]
     return "\n".join(lines)
@@ -322,15 +457,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
-    parser.add_argument("--quick", action="store_true", help="one rep, populations 10^3 and 10^5, sharded, no large point")
-    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--quick", action="store_true",
+                        help="one rep, populations 10^3 and 10^5, sharded, no large point; writes under --work")  # fmt: skip
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--store-rounds", type=int, default=10, help="rounds of the store-alone sweep")
     parser.add_argument("--no-large", action="store_true", help="skip the population 10^7 x cohort 1,000 point")
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--work", type=Path, default=REPO / "results" / "runs" / "scale")
+    parser.add_argument("--out", type=Path, help="where scale.md and scale_runs.parquet go (default results/benchmarks)")
+    parser.add_argument("--work", type=Path, default=REPO / "results" / "runs" / "scale", help="run directories")
     parser.add_argument("--reading", type=Path, help="a Markdown file of commentary appended to the report")
+    parser.add_argument("--report-only", action="store_true", help="rewrite scale.md from scale_runs.parquet (no runs)")
     args = parser.parse_args()
     if args.child:
         child_main(json.loads(args.child), Path(args.result))
+        return
+    if args.report_only:
+        out = args.out or OUT
+        raw = pd.read_parquet(out / "scale_runs.parquet")
+        runs = raw[raw["kind"] == "e2e"].dropna(axis=1, how="all")
+        store_rows = raw[raw["kind"] == "store"].dropna(axis=1, how="all")
+        for col in ("population", "cohort", "rounds", "rep", "clients_stored", "distinct_clients", "bytes_per_client",
+                    "store_bytes", "store_files"):  # fmt: skip
+            runs = runs.astype({col: "int64"})
+        store_rows = store_rows.astype({"population": "int64", "round": "int64", "rep": "int64"})
+        meta = {
+            "when": str(raw.attrs.get("when", "")) or datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "machine": f"{os.cpu_count()} CPUs shared with other jobs",
+            "reps": int(runs["rep"].max()),
+            "store_rounds": int(store_rows["round"].max()),
+            "parquet": "scale_runs.parquet",
+            "reading": args.reading.read_text() if args.reading else "",
+        }
+        (out / "scale.md").write_text(markdown(summarise(runs), summarise_store(store_rows), meta))
+        print(f"wrote {out / 'scale.md'}")
         return
 
     populations, backends, reps = POPULATIONS, BACKENDS, args.reps
@@ -339,6 +497,12 @@ def main() -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     work = args.work / stamp
     work.mkdir(parents=True, exist_ok=True)
+    out = args.out or (work if args.quick else OUT)
+
+    store_rows = store_sweep(populations, backends, reps, args.store_rounds, 1056, work / "store-alone")
+    store = summarise_store(store_rows)
+    print(store.to_string(), flush=True)
+
     specs = []
     for rep in range(1, reps + 1):  # interleaved: rep 1 of every point, then rep 2...
         for population in populations:
@@ -364,14 +528,21 @@ def main() -> None:
         )
     runs = pd.DataFrame(rows)
     summary = summarise(runs)
-    machine = f"{os.cpu_count()} CPUs, shared"
-    reading = args.reading.read_text() if args.reading else ""
-    meta = {"when": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "machine": machine, "reps": reps, "reading": reading}
-    args.out.mkdir(parents=True, exist_ok=True)
+    print(summary.to_string(), flush=True)
     name = "scale_quick" if args.quick else "scale"
-    runs.to_parquet(args.out / f"{name}_runs.parquet", index=False)
-    (args.out / f"{name}.md").write_text(markdown(summary, runs, meta))
-    print(summary.to_string())
+    raw = pd.concat([runs.assign(kind="e2e"), store_rows.assign(kind="store")], ignore_index=True)
+    meta = {
+        "when": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} CPUs shared with other jobs",
+        "reps": reps,
+        "store_rounds": args.store_rounds,
+        "parquet": f"{name}_runs.parquet",
+        "reading": args.reading.read_text() if args.reading else "",
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    raw.to_parquet(out / f"{name}_runs.parquet", index=False)
+    (out / f"{name}.md").write_text(markdown(summary, store, meta))
+    print(f"wrote {out / (name + '.md')}")
 
 
 if __name__ == "__main__":
