@@ -200,7 +200,8 @@ class StoreConfig(_Section):
     backend: Literal["memory", "sharded"] = "memory"
     uri: str | None = None  # sharded: local dir or s3://...; None = <run dir>/store
     shard_size: int = _spec(4096, "[1, inf)", hint="client ids per shard")
-    cache_shards: int = _spec(16, "[1, inf)", hint="shards kept in memory")
+    cache_shards: int = _spec(16, "[1, inf)", hint="shards kept in memory (beyond cache_mib)")
+    cache_mib: float = _spec(256.0, "[0, inf)", hint="cached rows below this size are never evicted")
 
 
 @dataclass(frozen=True)

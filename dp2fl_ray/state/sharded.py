@@ -165,8 +165,12 @@ class ShardedClientStore(ClientStore):
         uri: a local directory, or a URI pyarrow understands (``file:///d``, ``s3://b/p``,
             ``gs://b/p``...); with ``filesystem``, a path inside that filesystem.
         shard_size: client ids per shard; must match the one the store was written with.
-        cache_shards: shards kept in memory at once.
+        cache_shards: shards kept in memory at once...
         filesystem: an already built pyarrow filesystem (credentials, endpoints, tests).
+        cache_mib: ...unless the cached rows take less than this many MiB: a random cohort of
+            a huge population touches one sparse shard per client, and evicting those by
+            count would turn every round into a file write per client. Memory stays bounded
+            by ``max(cache_shards shards, cache_mib)``; 0 bounds by count alone.
 
     Raises:
         CheckpointError: a shard is not readable Parquet, has foreign columns, was written
@@ -179,10 +183,12 @@ class ShardedClientStore(ClientStore):
         shard_size: int = 4096,
         cache_shards: int = 16,
         filesystem: pafs.FileSystem | None = None,
+        cache_mib: float = 0.0,
     ) -> None:
         if shard_size < 1 or cache_shards < 1:
             raise ValueError(f"shard_size ({shard_size}) and cache_shards ({cache_shards}) must be >= 1")
         self.uri, self.shard_size, self.cache_shards = uri, int(shard_size), int(cache_shards)
+        self.cache_bytes = int(cache_mib * 2**20)
         self._fs, self._root = _resolve(uri, filesystem)
         self._cache: OrderedDict[int, _Shard] = OrderedDict()  # least recently used first
         self._dim: int | None = None  # Dd, known from the first shard read or row put
@@ -333,7 +339,7 @@ class ShardedClientStore(ClientStore):
             return rows
         if shard not in self._on_disk and not create:
             return None
-        while len(self._cache) >= self.cache_shards:
+        while len(self._cache) >= self.cache_shards and self._cached_bytes() >= self.cache_bytes:
             old, victim = next(iter(self._cache.items()))
             if victim.dirty:
                 self._write(old, victim)  # if it fails, the shard stays cached and dirty
@@ -345,6 +351,10 @@ class ShardedClientStore(ClientStore):
             rows = _Shard.empty(self._dim)
         self._cache[shard] = rows
         return rows
+
+    def _cached_bytes(self) -> int:
+        """Payload bytes of the cached rows (a sparse shard of a huge population holds few)."""
+        return sum(rows.n for rows in self._cache.values()) * self.bytes_per_client()
 
     def _corrupt(self, shard: int, why: str) -> CheckpointError:
         lo = shard * self.shard_size

@@ -277,3 +277,17 @@ def test_an_unknown_uri_scheme_is_a_clear_error() -> None:
 def test_snapshot_points_to_flush(tmp_path: Path) -> None:
     with pytest.raises(NotImplementedError, match="flush"):
         ShardedClientStore(str(tmp_path)).snapshot()
+
+
+def test_sparse_shards_under_the_byte_budget_stay_cached_and_write_nothing(tmp_path: Path) -> None:
+    """A huge population's cohort touches one sparse shard per client: with a byte budget
+    those shards stay in memory (no file per client per round) until a flush."""
+    store = ShardedClientStore(str(tmp_path), shard_size=4, cache_shards=2, cache_mib=1.0)
+    ids = [4 * k for k in range(50)]  # 50 clients, 50 shards, ~50 x 36 bytes
+    store.put_many(ids, [ClientState(np.ones(4, np.float32), 0.5, 1) for _ in ids])
+    assert len(store.cached_shards()) == 50 and store.on_disk_bytes() == 0
+    store.flush()
+    assert len(list(tmp_path.glob("shard-*.parquet"))) == 50
+    tight = ShardedClientStore(str(tmp_path / "tight"), shard_size=4, cache_shards=2, cache_mib=0.0)
+    tight.put_many(ids, [ClientState(np.ones(4, np.float32), 0.5, 1) for _ in ids])
+    assert len(tight.cached_shards()) == 2  # count bound alone
