@@ -25,6 +25,7 @@ that would make a sample's rounding depend on the batch it shares.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -33,17 +34,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from transformers.masking_utils import create_bidirectional_mask
 
 from dp2fl_ray.errors import ModelError
 from dp2fl_ray.models.base import DualPromptModel
+from dp2fl_ray.models.bert_packed import PackedEncoder
 from dp2fl_ray.models.prompt_ops import (
     coupled_prompts,
     deep_prompt_layouts,
     head_class_features,
     head_logits,
     identity_coupling,
-    pad_samples,
     replace_prompt_tokens,
 )
 
@@ -95,6 +95,8 @@ class BertPrompt(DualPromptModel):
         self.register_buffer("init_ctx", init_ctx.clone(), persistent=False)
         self.freeze()
         self.to(device)
+        # after .to: in float32 its matrices are views of the encoder's (only Q/K/V fused is new)
+        self.packed = PackedEncoder(list(self.layers), dtype).eval()
 
     @property
     def embeddings(self) -> nn.Module:
@@ -138,10 +140,11 @@ class BertPrompt(DualPromptModel):
     def hidden_states(
         self, ids: torch.Tensor, prompts: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Last-layer states and the text mask, layer by layer with prompts ``(N, J, n, d)`` or none.
+        """Last-layer states and the text mask, with prompts ``(N, J, n, d)`` or none.
 
-        Returns ``(N, T, d)`` and ``(N, T)`` (True on real text tokens, False on padding and
-        prompt slots); T = L (+ n_ctx with prompts).
+        Returns ``(N, T, d)`` (zeros at padding) and ``(N, T)`` (True on real text tokens,
+        False on padding and prompt slots); T = L (+ n_ctx with prompts). The layers run on
+        packed tokens (``bert_packed.py``): padding costs no FLOPs.
         """
         ids = ids.to(self.device)
         mask = ids != self.pad_id  # (N, L)
@@ -152,22 +155,18 @@ class BertPrompt(DualPromptModel):
             slots = torch.zeros(mask.shape[0], self.n_ctx, dtype=torch.bool, device=mask.device)  # (N, n)
             mask = torch.cat([mask[:, :1], slots, mask[:, 1:]], dim=1)  # (N, L + n): pooling mask
             attend = torch.cat([attend[:, :1], ~slots, attend[:, 1:]], dim=1)  # (N, L + n): prompts attended
-        bias = create_bidirectional_mask(config=self.bert.config, inputs_embeds=x, attention_mask=attend)
-        for j, layer in enumerate(self.layers):
-            if prompts is not None and 1 <= j < self.depth:
-                x = replace_prompt_tokens(x, prompts[:, j], 1, insert=False)
-            out = layer(x, bias)
-            x = out[0] if isinstance(out, tuple) else out
-        return x, mask
+        return self.packed(x.float(), attend, prompts, 1, self.depth), mask
 
     def text_features(self, ids: torch.Tensor, prompts: torch.Tensor | None) -> torch.Tensor:
         """L2-normalised mean of the real text tokens' last-layer states: ``(N, d)``."""
-        batch, tokens = ids.shape[0], ids.shape[1] + (self.n_ctx if prompts is not None else 0)
-        padded = None if prompts is None else pad_samples(prompts, tokens)  # (N', J, n, d), N' >= N
-        x, mask = self.hidden_states(pad_samples(ids, tokens), padded)  # (N', T, d), (N', T)
-        weights = mask[:batch].unsqueeze(-1).to(x.dtype)  # (N, T, 1)
-        pooled = (x[:batch] * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)  # (N, d)
+        x, mask = self.hidden_states(ids, prompts)  # (N, T, d), (N, T)
+        weights = mask.unsqueeze(-1).to(x.dtype)  # (N, T, 1)
+        pooled = (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)  # (N, d)
         return F.normalize(pooled.float(), dim=-1)
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        """No autocast: the packed encoder holds its matrices in the compute dtype already."""
+        return contextlib.nullcontext()
 
     def logits(
         self,

@@ -2,7 +2,8 @@
 
 Utilisation = FLOP/s the engine reaches in a worker (one torch thread, as a backbone worker
 with ``cpus_per_worker: 1`` runs) / FLOP/s of a large dense matmul in the same dtype and
-thread count. FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` over the
+thread count. Times are the process's CPU time (one thread: the time it computed), not
+wall time, so other work on a shared machine does not count as ours. FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` over the
 very calls that are timed (matmuls and attention, forward and backward), so they are the
 FLOPs executed; ``bert_flops`` gives the analytic count for a check.
 """
@@ -46,19 +47,19 @@ def matmul_ceiling(dtype: torch.dtype, shapes: Sequence[tuple[int, int, int]] = 
         a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
         for _ in range(3):
             a @ b
-        start = time.perf_counter()
+        start = time.process_time()
         for _ in range(repeats):
             a @ b
-        best = max(best, 2 * m * k * n * repeats / (time.perf_counter() - start))
+        best = max(best, 2 * m * k * n * repeats / (time.process_time() - start))
     return best
 
 
 def achieved(fn: Callable[[], object], repeats: int = 1) -> tuple[float, int, float]:
-    """(FLOP/s, FLOPs per call, seconds per call) of ``fn`` after one warm-up call."""
+    """(FLOP/s, FLOPs per call, CPU seconds per call) of ``fn`` after one warm-up call."""
     flops = count_flops(fn)
     fn()
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(repeats):
         fn()
-    seconds = (time.perf_counter() - start) / repeats
+    seconds = (time.process_time() - start) / repeats
     return flops / seconds, flops, seconds

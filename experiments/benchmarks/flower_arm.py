@@ -2,7 +2,8 @@
 the same client training, as a competent Flower user would write it.
 
 - The backbone, data source and partitioner are loaded ONCE per Ray worker process, in a
-  module-level cache of the ClientApp (not once per message).
+  module-level cache of the ClientApp (not once per message), by a warm-up message to
+  each actor before round 1 (start-up, as dp2fl-ray's workers load before round 1).
 - Each actor has ``num_cpus: 1`` and one torch thread (two single-thread actors here).
 - Training and evaluation are the naive arm's ``train_one_client`` / ``evaluate_one``
   (torch.optim.SGD, B = 1, same seeds), FedAvg over all prompts (Flower's ``FedAvg``,
@@ -53,6 +54,14 @@ def _core() -> tuple[WorkerCore, float]:
 client_app = ClientApp()
 
 
+@client_app.query()
+def warm_up(msg: Message, context: Context) -> Message:
+    """Load this worker's cache before round 1 (dp2fl-ray's workers load before it too)."""
+    _, load_s = _core()
+    time.sleep(float(msg.content["config"]["hold-s"]))  # keep this actor busy: the next message goes to another
+    return Message(RecordDict({"metrics": MetricRecord({"load-s": load_s})}), reply_to=msg)
+
+
 @client_app.train()
 def train(msg: Message, context: Context) -> Message:
     core, load_s = _core()
@@ -88,6 +97,7 @@ class CohortFedAvg(FedAvg):
         self.round_end: dict[int, float] = {}
         self.accuracy: dict[int, float] = {}
         self.load_s = 0.0
+        self.epoch: dict[str, float] = {}
 
     def _messages(self, rnd: int, arrays: ArrayRecord, grid: Grid, kind: str) -> Iterable[Message]:
         f = self.config.federation
@@ -104,6 +114,7 @@ class CohortFedAvg(FedAvg):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         self.round_start[server_round] = time.perf_counter()
+        self.epoch.setdefault("start", time.time())
         return self._messages(server_round, arrays, grid, MessageType.TRAIN)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -112,13 +123,14 @@ class CohortFedAvg(FedAvg):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> Any:
         replies = list(replies)
         if server_round == 1:  # first use of each actor loads its cache: start-up, not round time
-            self.load_s = max(float(m.content["metrics"]["load-s"]) for m in replies if not m.has_error())
+            self.load_s = max((float(m.content["metrics"]["load-s"]) for m in replies if not m.has_error()), default=0.0)
         return super().aggregate_train(server_round, replies)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> Any:
         replies = [m for m in replies if not m.has_error()]
         self.accuracy[server_round] = float(np.mean([float(m.content["metrics"]["test-acc"]) for m in replies]))
         self.round_end[server_round] = time.perf_counter()
+        self.epoch["end"] = time.time()
         return super().aggregate_evaluate(server_round, replies)
 
 
@@ -131,12 +143,20 @@ def run_flower(config: ExperimentConfig, initial: tuple[np.ndarray, np.ndarray])
     os.environ[CONFIG_ENV] = json.dumps(config_to_dict(config))
     strategy = CohortFedAvg(config)
     server_app = ServerApp()
+    rt = config.runtime
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
+        while len(list(grid.get_node_ids())) < config.federation.population:  # the SuperNodes register
+            time.sleep(0.05)
+        nodes = sorted(grid.get_node_ids())[: rt.workers]  # one warm-up message per actor
+        warm = RecordDict({"config": ConfigRecord({"hold-s": 2.0})})
+        replies = grid.send_and_receive([Message(warm, message_type=MessageType.QUERY, dst_node_id=n) for n in nodes])
+        for reply in replies:
+            if reply.has_error():
+                raise RuntimeError(f"warm-up failed: {reply.error.reason}")
         strategy.start(grid=grid, initial_arrays=ArrayRecord(list(initial)), num_rounds=config.federation.rounds)
 
-    rt = config.runtime
     t0 = time.perf_counter()
     run_simulation(
         server_app=server_app,
@@ -149,10 +169,11 @@ def run_flower(config: ExperimentConfig, initial: tuple[np.ndarray, np.ndarray])
     )
     rounds = sorted(strategy.round_end)
     round_s = [strategy.round_end[r] - strategy.round_start[r] for r in rounds]
-    round_s[0] -= strategy.load_s  # the lazy per-actor loads happened inside round 1
+    round_s[0] -= strategy.load_s  # an actor the warm-up missed loaded inside round 1
     return {
-        "startup_s": strategy.round_start[rounds[0]] - t0 + strategy.load_s,
+        "startup_s": strategy.round_start[rounds[0]] - t0 + strategy.load_s,  # Ray, actors, warm-up loads
         "round_s": round_s,
         "final_acc": strategy.accuracy[rounds[-1]],
         "threads": int(rt.cpus_per_worker),
+        "rounds_epoch": [strategy.epoch["start"], strategy.epoch["end"]],
     }

@@ -125,9 +125,10 @@ def run_naive(config: ExperimentConfig, threads: int = 2) -> dict[str, Any]:
     t0 = time.perf_counter()
     loop = NaiveLoop(config, threads)
     startup = time.perf_counter() - t0
-    round_s, acc = [], float("nan")
+    round_s, acc, first = [], float("nan"), time.time()
     for r in range(1, config.federation.rounds + 1):
         t = time.perf_counter()
         acc = loop.round(r)
         round_s.append(time.perf_counter() - t)
-    return {"startup_s": startup, "round_s": round_s, "final_acc": acc, "threads": threads}
+    return {"startup_s": startup, "round_s": round_s, "final_acc": acc, "threads": threads,
+            "rounds_epoch": [first, time.time()]}  # fmt: skip

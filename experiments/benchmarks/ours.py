@@ -15,10 +15,11 @@ from dp2fl_ray.runtime.simulation import run_experiment
 def run_ours(config: ExperimentConfig) -> dict[str, Any]:
     """Run one experiment in a scratch directory; start-up is everything before round 1."""
     ends: list[float] = []
+    epochs: list[float] = []
     with tempfile.TemporaryDirectory(prefix="dp2fl-bench-") as out:
         t0 = time.perf_counter()
         summary = run_experiment(
-            config, output_dir=out, run_name="run", progress=False, on_round=lambda row: ends.append(time.perf_counter())
+            config, output_dir=out, run_name="run", progress=False, on_round=lambda row: (ends.append(time.perf_counter()), epochs.append(time.time()))
         )
         rounds = read_table(f"{out}/run", "rounds").sort_values("round")
     round_s = [float(s) for s in rounds["wall_s"]]
@@ -27,4 +28,5 @@ def run_ours(config: ExperimentConfig) -> dict[str, Any]:
         "round_s": round_s,
         "final_acc": float(summary["personalized_acc"]),
         "threads": int(config.runtime.cpus_per_worker),
+        "rounds_epoch": [epochs[0] - round_s[0], epochs[-1]],
     }

@@ -29,21 +29,21 @@ from dp2fl_ray.runtime.work import WorkerCore  # noqa: E402
 
 def phases(core: WorkerCore, slice_size: int = 5, models: int = 10) -> dict[str, Callable[[], None]]:
     """Closures running one training slice and one cross-evaluation block."""
-    cfg = core.config
-    ids = list(range(models))
+    cfg, model = core.config, core.model
+    ids = list(range(max(models, slice_size)))
     task0, data0 = (torch.from_numpy(a) for a in core.initial_prompts())
-    task = task0[None].repeat(models, 1)
-    data = data0[None].repeat(models, 1)
+    task = task0[None].repeat(max(models, slice_size), 1)  # (rows, Dt): rows for the slice and the models
+    data = data0[None].repeat(max(models, slice_size), 1)
     train_sets = [core.client_data(c, "train") for c in ids[:slice_size]]
     val_sets = [core.client_data(c, "val") for c in ids[:slice_size]]
     hp = LocalTraining(cfg.train.local_epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.momentum)
     pairs = [(i, j) for i in range(models) for j in range(slice_size)]
 
     def train() -> None:
-        train_clients(core.model, task[:slice_size], data[:slice_size], train_sets, hp, list(range(slice_size)))
+        train_clients(model, task[:slice_size], data[:slice_size], train_sets, hp, list(range(slice_size)))
 
     def crosseval() -> None:
-        evaluate_pairs(core.model, task, data, val_sets, pairs, cfg.train.eval_batch_size)
+        evaluate_pairs(model, task[:models], data[:models], val_sets, pairs, cfg.train.eval_batch_size)
 
     return {"train": train, "crosseval": crosseval}
 
@@ -54,18 +54,23 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", help="also write the tables to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     core = WorkerCore(workload_config(args.workload, dtype=args.dtype), num_threads=args.threads)
+    text = []
     for name, run in phases(core).items():
         run()  # warm-up (first-call allocations, kernel selection)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         run()
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             run()
-        print(f"\n== {name}: {wall:.2f} s wall ({args.workload}, {args.dtype}, {args.threads} thread) ==")
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=48))
+        text.append(f"\n== {name}: {wall:.2f} s wall, {cpu:.2f} s CPU ({args.workload}, {args.dtype}, {args.threads} thread) ==")
+        text.append(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=48))
+        print("\n".join(text[-2:]), flush=True)
+    if args.out:
+        Path(args.out).write_text("\n".join(text) + "\n")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Median over repetitions per (section, workload, arm, dtype), with throughput ratios.
 
     ``x_flower`` / ``x_naive``: median client-updates/s over the float32 Flower / naive
-    arm of the same section and workload (NaN where that arm did not run).
+    arm of the same section and workload (NaN where that arm did not run); ``cpu_x_*``:
+    the same ratio of CPU seconds per client-update (the reference's over this arm's).
     """
     med = runs.groupby(KEYS, as_index=False).agg(
         reps=("updates_per_s", "size"),
@@ -29,11 +30,14 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         startup_s=("startup_s", "median"),
         peak_rss_mb=("peak_rss_mb", "median"),
         final_acc=("final_acc", "median"),
+        cpu_s_per_update=("cpu_s_per_update", "median"),
     )
     for ref in ("flower", "naive"):
         base = med[(med["arm"] == ref) & (med["dtype"] == "float32")].set_index(["section", "workload"])["updates_per_s"]
         keys = list(zip(med["section"], med["workload"]))
         med[f"x_{ref}"] = [med["updates_per_s"].iloc[i] / base.get(k, math.nan) for i, k in enumerate(keys)]
+        cpu = med[(med["arm"] == ref) & (med["dtype"] == "float32")].set_index(["section", "workload"])["cpu_s_per_update"]
+        med[f"cpu_x_{ref}"] = [cpu.get(k, math.nan) / med["cpu_s_per_update"].iloc[i] for i, k in enumerate(keys)]
     order = med["arm"].map(ARM_ORDER).fillna(9)
     return med.assign(_o=order).sort_values(["section", "workload", "_o", "dtype"]).drop(columns="_o").reset_index(drop=True)
 
@@ -60,6 +64,9 @@ SUMMARY_COLUMNS = (
     ("updates_per_s", "client-updates/s", ".2f"),
     ("x_flower", "x Flower", ".2f"),
     ("x_naive", "x naive", ".2f"),
+    ("cpu_s_per_update", "CPU s / update", ".2f"),
+    ("cpu_x_flower", "CPU x Flower", ".2f"),
+    ("cpu_x_naive", "CPU x naive", ".2f"),
     ("round_s", "s / round", ".1f"),
     ("startup_s", "start-up s", ".1f"),
     ("peak_rss_mb", "peak RSS MiB", ".0f"),

@@ -117,6 +117,7 @@ def run_arm(section: str, workload: str, arm: str, dtype: str, args: argparse.Na
         "updates_per_s": updates_per_s(cfg.federation.cohort, len(res["round_s"]), rounds_s),
         "startup_s": res["startup_s"], "final_acc": res["final_acc"], "peak_rss_mb": res["peak_rss_mb"],
         "process_s": res["process_s"], "threads": res["threads"],
+        "cpu_s_per_update": res.get("rounds_cpu_s", float("nan")) / (cfg.federation.cohort * len(res["round_s"])),
     }  # fmt: skip
 
 
@@ -172,30 +173,62 @@ def main() -> None:
     scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"dp2fl-throughput-{os.getpid()}"
     scratch.mkdir(parents=True, exist_ok=True)
     plan = [p for p in PLAN if p[0] in args.sections and p[1] in arms]
-    rows, util_rows = [], []
+    rows: list[dict[str, Any]] = []
+    util_rows: list[dict[str, Any]] = []
     for rep in range(args.reps):
         for workload in args.workloads:
             for section, arm, dtype in plan:
                 if section == "dp2fl" and workload != "minilm":
                     continue  # the DP2FL round comparison is on the MiniLM workload
                 t = time.perf_counter()
-                row = run_arm(section, workload, arm, dtype, args, scratch)
+                row = None
+                for attempt in range(2):  # a shared machine's Ray can die under us: one retry
+                    try:
+                        row = run_arm(section, workload, arm, dtype, args, scratch)
+                        break
+                    except RuntimeError as exc:  # one failed run must not lose the others
+                        notes.append(f"rep {rep} {workload} {section} {arm} {dtype} attempt {attempt + 1} failed: "
+                                     f"{str(exc).splitlines()[-1][:200]}")  # fmt: skip
+                        print(exc, flush=True)
+                if row is None:
+                    continue
                 rows.append({**row, "rep": rep})
                 print(f"rep {rep} {workload:6s} {section:8s} {arm:9s} {dtype:8s} {row['updates_per_s']:6.2f} updates/s "
                       f"acc {row['final_acc']:.3f} peak {row['peak_rss_mb']:.0f} MiB ({time.perf_counter() - t:.0f} s)", flush=True)  # fmt: skip
-            if not args.no_utilisation:
-                for dtype in ("float32", "bfloat16"):
-                    res = run_child([sys.executable, str(Path(__file__).resolve()), "--child", "utilisation", "--workload",
-                                     workload, "--algorithm", "promptfl", "--dtype", dtype, "--result", str(scratch / "u.json")]
-                                    + (["--quick"] if args.quick else []), scratch / "u.json", args.timeout)  # fmt: skip
-                    util_rows += [{**r, "rep": rep} for r in res["rows"]]
+                save(rows, util_rows, args, notes)
+            if not args.no_utilisation and rep == 0 and workload == "minilm":  # utilisation does not vary with the arm: once
+                util_rows += utilisation_rows(workload, rep, args, scratch, notes)
+                save(rows, util_rows, args, notes)
+    print(f"wrote {save(rows, util_rows, args, notes)}")
+
+
+def utilisation_rows(workload: str, rep: int, args: argparse.Namespace, scratch: Path, notes: list[str]) -> list[dict[str, Any]]:
+    """Utilisation of the engine on ``workload`` in float32 and bfloat16 (``utilisation.py``)."""
+    out = []
+    for dtype in ("float32", "bfloat16"):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "utilisation", "--workload", workload,
+               "--algorithm", "promptfl", "--dtype", dtype, "--result", str(scratch / "u.json")]  # fmt: skip
+        try:
+            res = run_child(cmd + (["--quick"] if args.quick else []), scratch / "u.json", args.timeout)
+        except RuntimeError as exc:
+            notes.append(f"utilisation {workload} {dtype} failed: {str(exc).splitlines()[-1]}")
+            continue
+        out += [{**r, "rep": rep} for r in res["rows"]]
+    return out
+
+
+def save(rows: list[dict[str, Any]], util_rows: list[dict[str, Any]], args: argparse.Namespace, notes: list[str]) -> Path:
+    """Write the runs so far (Parquet) and the report (Markdown): a long run keeps what it measured."""
     runs = pd.DataFrame(rows)
     OUT.mkdir(parents=True, exist_ok=True)
-    runs.to_parquet(OUT / ("throughput_runs_quick.parquet" if args.quick else "throughput_runs.parquet"), index=False)
+    suffix = "_quick" if args.quick else ""
+    if len(runs):
+        runs.to_parquet(OUT / f"throughput_runs{suffix}.parquet", index=False)
     util = pd.DataFrame(util_rows)
     if len(util):
+        util.to_parquet(OUT / f"utilisation_runs{suffix}.parquet", index=False)
         util = util.groupby(["workload", "dtype", "phase"], as_index=False).median(numeric_only=True)
-    print(f"wrote {write_report(runs, util, args, notes)}")
+    return write_report(runs, util, args, notes) if len(runs) else OUT
 
 
 if __name__ == "__main__":

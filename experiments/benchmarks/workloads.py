@@ -42,6 +42,7 @@ _MODELS: dict[str, dict[str, Any]] = {
     },
 }
 _QUICK = {"federation": {"population": 4, "cohort": 2, "rounds": 1, "new_clients": 0}}
+DP2FL_ROUNDS = 2  # the DP2FL round comparison: 2 rounds (the naive loop takes minutes a round)
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +61,8 @@ def workload_config(
     data = _merge(_COMMON, _MODELS[workload])
     data = _merge(data, {"name": f"bench-{workload}-{algorithm}", "algorithm": {"name": algorithm}})
     data = _merge(data, {"model": {"dtype": dtype}})
+    if algorithm == "dp2fl":
+        data = _merge(data, {"federation": {"rounds": DP2FL_ROUNDS}})
     if quick:
         data = _merge(data, _QUICK)
     return config_from_dict(data)

@@ -1,0 +1,96 @@
+"""The throughput benchmark's pure helpers: FLOP counting, memory sampling, medians, tables.
+
+The benchmark itself is a script (``experiments/benchmarks/throughput.py``), not a timed
+test: nothing here asserts on speed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"))
+from flops import bert_flops, count_flops  # noqa: E402
+from measure import cpu_between, tree_rss  # noqa: E402
+from tables import SUMMARY_COLUMNS, markdown_table, summarise, updates_per_s  # noqa: E402
+from workloads import WORKLOADS, workload_config  # noqa: E402
+
+
+def test_flop_counter_counts_a_linear_layer_forward_and_input_backward() -> None:
+    layer = torch.nn.Linear(16, 8, bias=False).requires_grad_(False)
+    x = torch.randn(5, 16, requires_grad=True)
+    assert count_flops(lambda: layer(x)) == 2 * 5 * 16 * 8
+    assert count_flops(lambda: layer(x).sum().backward()) == 2 * (2 * 5 * 16 * 8)  # + grad w.r.t. x only
+
+
+def test_analytic_bert_flops_by_hand() -> None:
+    # one layer, d = 2, ffn = 4, 3 rows: linear 2*3*(4*4 + 2*2*4) = 192; attention 4*3*3*2 = 72
+    assert bert_flops(1, 2, 4, 3) == 192
+    assert bert_flops(1, 2, 4, 3, rows_attended=3) == 192 + 72
+    assert bert_flops(6, 2, 4, 3) == 6 * 192
+
+
+def test_tree_rss_sees_this_process_and_nothing_once_gone() -> None:
+    assert tree_rss(os.getpid()) > 10 * 2**20
+    assert tree_rss(2**22 + 12345) == 0  # no such pid
+
+
+def test_cpu_between_counts_each_process_inside_the_window_only() -> None:
+    snaps = [(0.0, {1: 1.0}), (1.0, {1: 2.0, 2: 0.5}), (2.0, {1: 4.0, 2: 1.5}), (3.0, {1: 9.0})]
+    assert cpu_between(snaps, 0.5, 2.5) == pytest.approx((4.0 - 1.0) + 1.5)  # pid 2 born inside
+    assert cpu_between(snaps, 1.0, 3.0) == pytest.approx((9.0 - 2.0) + (1.5 - 0.5))  # pid 2 gone by 3.0
+
+
+def test_updates_per_s_is_clients_times_rounds_over_wall_time() -> None:
+    assert updates_per_s(10, 3, 15.0) == pytest.approx(2.0)
+    assert updates_per_s(10, 3, 0.0) != updates_per_s(10, 3, 0.0)  # NaN, not a division error
+
+
+def _runs() -> pd.DataFrame:
+    rows = []
+    for arm, dtype, speeds in (
+        ("dp2fl-ray", "float32", [3.0, 2.0, 4.0]),
+        ("dp2fl-ray", "bfloat16", [6.0, 5.0, 7.0]),
+        ("naive", "float32", [1.0, 1.5, 0.5]),
+        ("flower", "float32", [2.0, 2.0, 2.0]),
+    ):
+        for rep, s in enumerate(speeds):
+            rows.append({"section": "promptfl", "workload": "minilm", "arm": arm, "dtype": dtype, "rep": rep,
+                         "updates_per_s": s, "round_s": 10 / s, "startup_s": 5.0, "peak_rss_mb": 1000.0 + rep,
+                         "final_acc": 0.9, "cpu_s_per_update": 2.0 / s})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_summary_takes_medians_and_ratios_against_float32_flower_and_naive() -> None:
+    summary = summarise(_runs()).set_index(["arm", "dtype"])
+    assert summary.loc[("dp2fl-ray", "float32"), "updates_per_s"] == 3.0
+    assert summary.loc[("dp2fl-ray", "float32"), "x_flower"] == pytest.approx(1.5)
+    assert summary.loc[("dp2fl-ray", "bfloat16"), "x_naive"] == pytest.approx(6.0)
+    assert summary.loc[("naive", "float32"), "peak_rss_mb"] == 1001.0
+    assert summary.loc[("dp2fl-ray", "float32"), "cpu_x_naive"] == pytest.approx(3.0)  # 2/1 CPU-s vs 2/3
+    assert summary.loc[("flower", "float32"), "reps"] == 3
+    assert list(summarise(_runs())["arm"]) == ["dp2fl-ray", "dp2fl-ray", "naive", "flower"]
+
+
+def test_markdown_table_has_a_row_per_arm_and_dashes_for_missing_ratios() -> None:
+    runs = _runs()
+    text = markdown_table(summarise(runs[runs["arm"] != "flower"]), SUMMARY_COLUMNS)
+    lines = text.splitlines()
+    assert len(lines) == 2 + 3 and lines[0].startswith("| round | workload | arm |")
+    assert "| - |" in lines[2]  # no Flower run: no ratio against it
+
+
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_workloads_are_valid_configs_with_the_issue_settings(workload: str) -> None:
+    assert workload_config(workload).federation.rounds == 3
+    cfg = workload_config(workload, algorithm="dp2fl", dtype="bfloat16")
+    assert (cfg.federation.population, cfg.federation.cohort) == (20, 10)
+    assert (cfg.train.local_epochs, cfg.train.batch_size, cfg.train.lr) == (1, 8, 0.05)
+    assert cfg.model.prompt.n_ctx == 8 and cfg.model.dtype == "bfloat16" and cfg.algorithm.name == "dp2fl"
+    quick = workload_config(workload, quick=True)
+    assert quick.federation.rounds == 1 and quick.federation.cohort < cfg.federation.cohort
