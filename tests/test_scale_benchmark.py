@@ -62,9 +62,13 @@ def test_summaries_check_the_store_and_take_ratios_to_the_smallest_population(sc
 
 
 def test_store_rounds_count_shard_files_and_rows(scale, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    rows = scale.store_rounds("sharded", 1_000, 10, 3, 4, tmp_path / "store", shard_size=100, cache_shards=2)
+    rows = scale.store_rounds(
+        "sharded", 1_000, 10, 3, 4, tmp_path / "store", shard_size=100, cache_shards=2, cache_mib=0.0
+    )
     assert rows["clients_stored"].iloc[-1] <= 30 and rows["shards_touched"].le(10).all()
-    assert rows["shard_writes"].sum() > 0  # 10 clients over 10 shards, 2 cached: evictions write
+    assert rows["shard_writes"].sum() > 0  # 10 clients over 10 shards, 2 cached, no byte budget: evictions write
+    budget = scale.store_rounds("sharded", 1_000, 10, 3, 4, tmp_path / "budget", shard_size=100, cache_shards=2)
+    assert budget["shard_writes"].sum() == 0  # the default byte budget keeps sparse shards cached
     assert scale.dir_bytes(tmp_path / "store") > 0 and scale.dir_bytes(tmp_path / "missing") == 0
     memory = scale.store_rounds("memory", 1_000, 10, 2, 4, tmp_path / "unused")
     assert (memory["shard_reads"] == 0).all() and memory["clients_stored"].iloc[-1] <= 20

@@ -160,7 +160,7 @@ def proc_peak_rss(title: str, under: int) -> int:
 
 def store_rounds(
     backend: str, population: int, cohort: int, rounds: int, dim: int, root: Path,
-    shard_size: int = 4096, cache_shards: int = 16, seed: int = 0,
+    shard_size: int = 4096, cache_shards: int = 16, seed: int = 0, cache_mib: float = 256.0,
 ) -> pd.DataFrame:  # fmt: skip
     """Time ``AggregatorCore.start_round`` and ``commit`` (the store reads and writes of a round)
     on the package's own code, with random cohorts of ``population``; count shard file reads
@@ -171,7 +171,9 @@ def store_rounds(
     from dp2fl_ray.runtime.aggregation import AggregatorCore, RoundUpdate
     from dp2fl_ray.runtime.cohort import sample_cohort
 
-    store_cfg = StoreConfig(backend=backend, shard_size=shard_size, cache_shards=cache_shards)  # type: ignore[arg-type]
+    store_cfg = StoreConfig(  # type: ignore[arg-type]
+        backend=backend, shard_size=shard_size, cache_shards=cache_shards, cache_mib=cache_mib
+    )
     rng = np.random.default_rng(seed)  # random prompts: Parquet cannot compress them away
     init_data = rng.normal(size=dim).astype(np.float32)
     core = AggregatorCore(AlgorithmConfig(), np.zeros(8, np.float32), init_data, store_cfg, str(root))
