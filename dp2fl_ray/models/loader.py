@@ -164,6 +164,11 @@ def build_model(
             f"model.backbone {model_cfg.backbone!r} is not available in this version; "
             f"available: {', '.join(BACKBONES)}"
         )
+    if model_cfg.compile:
+        raise ModelError(
+            "model.compile: true is not implemented in this version (torch.compile of the backbone "
+            "passes is planned); set model.compile: false"
+        )
     device = resolve_device(model_cfg.device)
     model = builder(model_cfg, class_names, texts, torch.device("cpu"))
     check_device_memory(model, device, gpus_per_worker)
