@@ -130,7 +130,10 @@ def write_report(runs: pd.DataFrame, util: pd.DataFrame, args: argparse.Namespac
         f"Written by `experiments/benchmarks/throughput.py{' --quick' if args.quick else ''}` on {stamp}; "
         f"{os.cpu_count()} CPU cores, shared with other work (noisy): medians of {args.reps} interleaved runs.",
         "client-updates/s = clients trained per round x rounds / wall time of the rounds (start-up apart). "
-        "Peak RSS: the arm's whole process tree (Ray processes included), sampled every 0.2 s.",
+        "Peak RSS: the arm's whole process tree (Ray processes included), sampled every 0.2 s. "
+        "CPU s / update: CPU seconds of that tree during the rounds per client-update; steadier than wall "
+        "time on a shared machine (Ray workers run at nice 15, so others' load slows Ray arms' wall time most); "
+        "`CPU x` = reference's CPU s / update over this arm's.",
         "",
         markdown_table(summary, SUMMARY_COLUMNS),
         "",
@@ -153,6 +156,9 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["dp2fl-ray", "naive", "flower"])
     parser.add_argument("--no-utilisation", action="store_true")
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the report from the saved Parquet runs (rows with valid == False dropped)")
+    parser.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     parser.add_argument("--algorithm", help=argparse.SUPPRESS)
@@ -165,7 +171,10 @@ def main() -> None:
         return
     if args.quick:
         args.reps = 1
-    notes: list[str] = []
+    notes: list[str] = list(args.note)
+    if args.report_only:
+        print(f"wrote {rewrite_report(args, notes)}")
+        return
     arms = list(args.arms)
     if "flower" in arms and not BENCH_PYTHON.exists():
         arms.remove("flower")
@@ -200,6 +209,20 @@ def main() -> None:
                 util_rows += utilisation_rows(workload, rep, args, scratch, notes)
                 save(rows, util_rows, args, notes)
     print(f"wrote {save(rows, util_rows, args, notes)}")
+
+
+def rewrite_report(args: argparse.Namespace, notes: list[str]) -> Path:
+    """The report again from the saved runs, without the rows marked ``valid == False``."""
+    suffix = "_quick" if args.quick else ""
+    runs = pd.read_parquet(OUT / f"throughput_runs{suffix}.parquet")
+    if "valid" in runs:
+        runs = runs[runs["valid"].fillna(True).astype(bool)]
+    util_path = OUT / f"utilisation_runs{suffix}.parquet"
+    util = pd.read_parquet(util_path) if util_path.exists() else pd.DataFrame()
+    if len(util):
+        util = util.groupby(["workload", "dtype", "phase"], as_index=False).median(numeric_only=True)
+    args.reps = int(runs["rep"].max()) + 1
+    return write_report(runs, util, args, notes)
 
 
 def utilisation_rows(workload: str, rep: int, args: argparse.Namespace, scratch: Path, notes: list[str]) -> list[dict[str, Any]]:
