@@ -17,6 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"))
 from flops import bert_flops, count_flops  # noqa: E402
 from measure import cpu_between, tree_rss  # noqa: E402
+from naive import baseline_model  # noqa: E402
 from tables import SUMMARY_COLUMNS, markdown_table, summarise, updates_per_s  # noqa: E402
 from workloads import WORKLOADS, workload_config  # noqa: E402
 
@@ -53,35 +54,47 @@ def test_updates_per_s_is_clients_times_rounds_over_wall_time() -> None:
 
 def _runs() -> pd.DataFrame:
     rows = []
-    for arm, dtype, speeds in (
-        ("dp2fl-ray", "float32", [3.0, 2.0, 4.0]),
-        ("dp2fl-ray", "bfloat16", [6.0, 5.0, 7.0]),
-        ("naive", "float32", [1.0, 1.5, 0.5]),
-        ("flower", "float32", [2.0, 2.0, 2.0]),
+    for arm, dtype, baseline, speeds in (
+        ("dp2fl-ray", "float32", "-", [3.0, 2.0, 4.0]),
+        ("dp2fl-ray", "bfloat16", "-", [6.0, 5.0, 7.0]),
+        ("naive", "float32", "reference", [1.0, 1.5, 0.5]),
+        ("flower", "float32", "reference", [2.0, 2.0, 2.0]),
+        ("naive", "float32", "package", [2.0, 2.0, 2.0]),
+        ("flower", "float32", "package", [4.0, 4.0, 4.0]),
     ):
         for rep, s in enumerate(speeds):
-            rows.append({"section": "promptfl", "workload": "minilm", "arm": arm, "dtype": dtype, "rep": rep,
-                         "updates_per_s": s, "round_s": 10 / s, "startup_s": 5.0, "peak_rss_mb": 1000.0 + rep,
+            rows.append({"section": "promptfl", "workload": "minilm", "arm": arm, "dtype": dtype, "baseline": baseline,
+                         "rep": rep, "updates_per_s": s, "round_s": 10 / s, "startup_s": 5.0, "peak_rss_mb": 1000.0 + rep,
                          "final_acc": 0.9, "cpu_s_per_update": 2.0 / s})  # fmt: skip
     return pd.DataFrame(rows)
 
 
 def test_summary_takes_medians_and_ratios_against_float32_flower_and_naive() -> None:
-    summary = summarise(_runs()).set_index(["arm", "dtype"])
-    assert summary.loc[("dp2fl-ray", "float32"), "updates_per_s"] == 3.0
-    assert summary.loc[("dp2fl-ray", "float32"), "x_flower"] == pytest.approx(1.5)
-    assert summary.loc[("dp2fl-ray", "bfloat16"), "x_naive"] == pytest.approx(6.0)
-    assert summary.loc[("naive", "float32"), "peak_rss_mb"] == 1001.0
-    assert summary.loc[("dp2fl-ray", "float32"), "cpu_x_naive"] == pytest.approx(3.0)  # 2/1 CPU-s vs 2/3
-    assert summary.loc[("flower", "float32"), "reps"] == 3
-    assert list(summarise(_runs())["arm"]) == ["dp2fl-ray", "dp2fl-ray", "naive", "flower"]
+    summary = summarise(_runs()).set_index(["arm", "dtype", "baseline"])
+    ours = ("dp2fl-ray", "float32", "-")
+    assert summary.loc[ours, "updates_per_s"] == 3.0
+    assert summary.loc[ours, "x_flower"] == pytest.approx(1.5)  # against the reference backbone
+    assert summary.loc[ours, "x_flower_pkg"] == pytest.approx(0.75)  # against the package backbone
+    assert summary.loc[("dp2fl-ray", "bfloat16", "-"), "x_naive"] == pytest.approx(6.0)
+    assert summary.loc[("naive", "float32", "reference"), "peak_rss_mb"] == 1001.0
+    assert summary.loc[ours, "cpu_x_naive"] == pytest.approx(3.0)  # 2/1 CPU-s vs 2/3
+    assert summary.loc[("flower", "float32", "reference"), "reps"] == 3
+    assert list(summarise(_runs())["arm"]) == ["dp2fl-ray", "dp2fl-ray", "naive", "naive", "flower", "flower"]
+
+
+def test_without_a_reference_backbone_ratios_fall_back_to_the_package_one() -> None:
+    runs = _runs()
+    summary = summarise(runs[runs["baseline"] != "reference"]).set_index(["arm", "dtype", "baseline"])
+    assert summary.loc[("dp2fl-ray", "float32", "-"), "x_flower"] == pytest.approx(0.75)
+    old = runs[runs["baseline"] != "reference"].drop(columns="baseline")  # saved before the column existed
+    assert summarise(old).set_index(["arm", "dtype", "baseline"]).loc[("naive", "float32", "package"), "reps"] == 3
 
 
 def test_markdown_table_has_a_row_per_arm_and_dashes_for_missing_ratios() -> None:
     runs = _runs()
     text = markdown_table(summarise(runs[runs["arm"] != "flower"]), SUMMARY_COLUMNS)
     lines = text.splitlines()
-    assert len(lines) == 2 + 3 and lines[0].startswith("| round | workload | arm |")
+    assert len(lines) == 2 + 4 and lines[0].startswith("| round | workload | arm |")
     assert "| - |" in lines[2]  # no Flower run: no ratio against it
 
 
@@ -94,3 +107,17 @@ def test_workloads_are_valid_configs_with_the_issue_settings(workload: str) -> N
     assert cfg.model.prompt.n_ctx == 8 and cfg.model.dtype == "bfloat16" and cfg.algorithm.name == "dp2fl"
     quick = workload_config(workload, quick=True)
     assert quick.federation.rounds == 1 and quick.federation.cohort < cfg.federation.cohort
+
+
+def test_baseline_arms_run_the_reference_or_the_package_backbone(tiny_config) -> None:  # type: ignore[no-untyped-def]
+    from dp2fl_ray.models.bert_reference import ReferenceBertPrompt
+    from dp2fl_ray.models.loader import build_model
+
+    bert = build_model(tiny_config.with_overrides(["model.backbone=bert"]).model, ["a", "b"], texts=["x y", "z"])
+    twin = baseline_model(bert, "reference")
+    assert isinstance(twin, ReferenceBertPrompt) and twin.bert is bert.bert  # same weights, other code
+    assert baseline_model(bert, "package") is bert
+    clip = build_model(tiny_config.model, ["a", "b"])
+    assert baseline_model(clip, "reference") is clip  # no separate reference: the package's
+    with pytest.raises(ValueError, match="reference"):
+        baseline_model(bert, "hf")

@@ -236,13 +236,13 @@ class Simulation:
         start = ray.get(self.aggregator.start_round.remote(cohort))
         timings["start_s"] = time.perf_counter() - t_round  # sampling + store reads
         need_baseline = (start.first_time | (cfg.algorithm.baseline == "refresh")) & is_dp2fl
-        first = start.first_time | need_baseline
+        joined = start.first_time & (cohort >= cfg.federation.population)  # joined mid-run: start accuracy
         bar.phase(r, "train")
 
         t = time.perf_counter()
         trained = train_cohort(
             self.pool,
-            lambda w, s: w.train_slice.remote(r, cohort[s], start.task[s], start.data[s], first[s]),
+            lambda w, s: w.train_slice.remote(r, cohort[s], start.task[s], start.data[s], need_baseline[s], joined[s]),
             len(cohort), slices, r, cohort, cfg.runtime.max_failures,
         )  # fmt: skip
         timings["train_s"] = time.perf_counter() - t

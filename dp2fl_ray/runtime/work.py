@@ -151,26 +151,32 @@ class WorkerCore:
         task: np.ndarray,
         data: np.ndarray,
         need_start_loss: Sequence[bool],
+        need_start_acc: Sequence[bool] | None = None,
     ) -> TrainResult:
-        """Train a slice of clients together from their start prompts ``(B, Dt)``, ``(B, Dd)``."""
+        """Train a slice of clients together from their start prompts ``(B, Dt)``, ``(B, Dd)``.
+
+        Before training, the start model is evaluated only where asked: on val for the
+        clients in ``need_start_loss`` (DP2FL's baseline L_k) and on test for those in
+        ``need_start_acc`` (clients that joined mid-run): nobody else pays for it.
+        """
         start = time.perf_counter()
         ids = np.asarray(client_ids, np.int64)
         t0, d0 = torch.from_numpy(np.array(task, np.float32)), torch.from_numpy(np.array(data, np.float32))
         _inject_fault(ids)
         start_loss = np.full(len(ids), np.nan, np.float32)
         start_acc = np.full(len(ids), np.nan)
-        asked = [k for k, need in enumerate(need_start_loss) if need]
-        if asked:  # first-timers: the start model's val loss (baseline L_k) and test accuracy
+        wanted = {"val": need_start_loss, "test": need_start_acc if need_start_acc is not None else [False] * len(ids)}
+        for split, need in wanted.items():
+            asked = [k for k, flag in enumerate(need) if flag]
+            if not asked:
+                continue
+            sets = [self.client_data(ids[k], split) for k in asked]
             diagonal = [(a, a) for a in range(len(asked))]
-            for split in ("val", "test"):
-                sets = [self.client_data(ids[k], split) for k in asked]
-                ev = evaluate_pairs(
-                    self.model, t0[asked], d0[asked], sets, diagonal, self.config.train.eval_batch_size
-                )
-                if split == "val":
-                    start_loss[asked] = ev.loss.numpy()
-                else:
-                    start_acc[asked] = ev.accuracy.numpy()
+            ev = evaluate_pairs(self.model, t0[asked], d0[asked], sets, diagonal, self.config.train.eval_batch_size)
+            if split == "val":
+                start_loss[asked] = ev.loss.numpy()
+            else:
+                start_acc[asked] = ev.accuracy.numpy()
         train_sets = [self.client_data(c, "train") for c in ids]
         seeds = [derive_seed(self.config.seed, "shuffle", round_idx, int(c)) for c in ids]
         personal: dict[str, np.ndarray] = {}

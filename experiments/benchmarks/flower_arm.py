@@ -5,6 +5,7 @@ the same client training, as a competent Flower user would write it.
   module-level cache of the ClientApp (not once per message), by a warm-up message to
   each actor before round 1 (start-up, as dp2fl-ray's workers load before round 1).
 - Each actor has ``num_cpus: 1`` and one torch thread (two single-thread actors here).
+- The backbone is the naive arm's ``baseline_model`` (``reference`` or ``package``).
 - Training and evaluation are the naive arm's ``train_one_client`` / ``evaluate_one``
   (torch.optim.SGD, B = 1, same seeds), FedAvg over all prompts (Flower's ``FedAvg``,
   weighted by ``num-examples``): the same math as dp2fl-ray's ``promptfl``.
@@ -34,9 +35,10 @@ from dp2fl_ray.config import ExperimentConfig, config_from_dict, config_to_dict
 from dp2fl_ray.runtime.cohort import sample_cohort
 from dp2fl_ray.runtime.work import WorkerCore, local_training
 from dp2fl_ray.seeding import derive_seed
-from naive import evaluate_one, train_one_client
+from naive import baseline_model, evaluate_one, train_one_client
 
 CONFIG_ENV = "DP2FL_BENCH_CONFIG"  # the workload config as JSON, inherited by Ray workers
+BASELINE_ENV = "DP2FL_BENCH_BASELINE"  # which backbone implementation (naive.BASELINE_MODELS)
 _CACHE: dict[str, Any] = {}  # per Ray worker process: the loaded backbone and data
 
 
@@ -46,6 +48,7 @@ def _core() -> tuple[WorkerCore, float]:
         start = time.perf_counter()
         cfg = config_from_dict(json.loads(os.environ[CONFIG_ENV]))
         _CACHE["core"] = WorkerCore(cfg, num_threads=int(cfg.runtime.cpus_per_worker))
+        _CACHE["model"] = baseline_model(_CACHE["core"].model, os.environ.get(BASELINE_ENV, "reference"))
         _CACHE["load_s"] = time.perf_counter() - start
         return _CACHE["core"], _CACHE["load_s"]
     return _CACHE["core"], 0.0
@@ -69,7 +72,7 @@ def train(msg: Message, context: Context) -> Message:
     task, data = msg.content["arrays"].to_numpy_ndarrays()
     client = core.client_data(cid, "train")
     seed = derive_seed(core.config.seed, "shuffle", rnd, cid)
-    task, data, loss = train_one_client(core.model, task, data, client, local_training(core.config), seed)
+    task, data, loss = train_one_client(_CACHE["model"], task, data, client, local_training(core.config), seed)
     metrics = MetricRecord({"num-examples": len(client), "train-loss": loss, "load-s": load_s})
     return Message(RecordDict({"arrays": ArrayRecord([task, data]), "metrics": metrics}), reply_to=msg)
 
@@ -81,7 +84,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     task, data = msg.content["arrays"].to_numpy_ndarrays()
     out: dict[str, Any] = {"load-s": load_s}
     for split in ("val", "test"):
-        loss, correct, count = evaluate_one(core.model, task, data, core.client_data(cid, split), core.config.train.eval_batch_size)
+        loss, correct, count = evaluate_one(_CACHE["model"], task, data, core.client_data(cid, split), core.config.train.eval_batch_size)
         out.update({f"{split}-loss": loss, f"{split}-acc": correct / max(1, count)})
     out["num-examples"] = count
     return Message(RecordDict({"metrics": MetricRecord(out)}), reply_to=msg)
@@ -134,13 +137,14 @@ class CohortFedAvg(FedAvg):
         return super().aggregate_evaluate(server_round, replies)
 
 
-def run_flower(config: ExperimentConfig, initial: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+def run_flower(config: ExperimentConfig, initial: tuple[np.ndarray, np.ndarray], baseline: str = "reference") -> dict[str, Any]:
     """Run the federation on Flower's simulation engine; timings as every arm reports them.
 
     ``initial``: the round-0 prompts (computed by the caller, as dp2fl-ray's worker 0 does,
     so the server process holds no backbone).
     """
     os.environ[CONFIG_ENV] = json.dumps(config_to_dict(config))
+    os.environ[BASELINE_ENV] = baseline
     strategy = CohortFedAvg(config)
     server_app = ServerApp()
     rt = config.runtime

@@ -8,6 +8,9 @@ package's own pure code (``AggregatorCore``), so every arm aggregates identicall
 shuffles use the same derived seeds, so every arm sees the same batches.
 
 ``train_one_client`` and ``evaluate_one`` are also what the Flower arm's ClientApp runs.
+Both baseline arms run the backbone ``baseline_model`` picks: ``reference`` (for BERT the
+padded transformers layers of ``bert_reference.py``, what such a script would call) or
+``package`` (the package's own model, packed kernels included: the engine-only comparison).
 """
 
 from __future__ import annotations
@@ -23,11 +26,24 @@ from dp2fl_ray.config import ExperimentConfig
 from dp2fl_ray.engine import ClientData, LocalTraining
 from dp2fl_ray.engine.batched import client_batches
 from dp2fl_ray.models.base import DualPromptModel
+from dp2fl_ray.models.bert_prompt import BertPrompt
+from dp2fl_ray.models.bert_reference import reference_twin
 from dp2fl_ray.runtime.aggregation import AggregatorCore
 from dp2fl_ray.runtime.cohort import sample_cohort
 from dp2fl_ray.runtime.crosseval import CrossEval
 from dp2fl_ray.runtime.work import WorkerCore, local_training
 from dp2fl_ray.seeding import derive_seed
+
+
+BASELINE_MODELS = ("reference", "package")
+
+
+def baseline_model(model: DualPromptModel, kind: str) -> DualPromptModel:
+    """The backbone a baseline arm runs: ``package`` as is, or ``reference``: for BERT its
+    padded-transformers twin (same weights); the other backbones have no separate reference."""
+    if kind not in BASELINE_MODELS:
+        raise ValueError(f"baseline model must be one of {BASELINE_MODELS}, got {kind!r}")
+    return reference_twin(model) if kind == "reference" and isinstance(model, BertPrompt) else model
 
 
 def train_one_client(
@@ -72,9 +88,10 @@ def evaluate_one(
 class NaiveLoop:
     """The whole federation in one process: data and model of ``WorkerCore``, loops by hand."""
 
-    def __init__(self, config: ExperimentConfig, threads: int) -> None:
+    def __init__(self, config: ExperimentConfig, threads: int, baseline: str) -> None:
         self.config = config
         self.core = WorkerCore(config, num_threads=threads)
+        self.model = baseline_model(self.core.model, baseline)
         self.hp = local_training(config)
         task, data = self.core.initial_prompts()
         self.server = AggregatorCore(config.algorithm, task, data)
@@ -88,7 +105,7 @@ class NaiveLoop:
         return self.cache[key]
 
     def evaluate(self, task: np.ndarray, data: np.ndarray, cid: int, split: str) -> tuple[float, int, int]:
-        return evaluate_one(self.core.model, task, data, self.client(cid, split), self.config.train.eval_batch_size)
+        return evaluate_one(self.model, task, data, self.client(cid, split), self.config.train.eval_batch_size)
 
     def round(self, r: int) -> float:
         """One round; returns the mean over cohort clients of their test accuracy."""
@@ -102,7 +119,7 @@ class NaiveLoop:
             if is_dp2fl and start.first_time[k]:
                 baselines[k] = self.evaluate(start.task[k], start.data[k], cid, "val")[0]
             seed = derive_seed(cfg.seed, "shuffle", r, int(cid))
-            t, d, _ = train_one_client(self.core.model, start.task[k], start.data[k], self.client(cid, "train"), self.hp, seed)
+            t, d, _ = train_one_client(self.model, start.task[k], start.data[k], self.client(cid, "train"), self.hp, seed)
             tasks.append(t)
             datas.append(d)
             n_train.append(len(self.client(cid, "train")))
@@ -120,10 +137,10 @@ class NaiveLoop:
         return float(np.mean([c / max(1, n) for _, c, n in test]))
 
 
-def run_naive(config: ExperimentConfig, threads: int = 2) -> dict[str, Any]:
+def run_naive(config: ExperimentConfig, threads: int = 2, baseline: str = "reference") -> dict[str, Any]:
     """Run the naive loop; timings as every arm reports them."""
     t0 = time.perf_counter()
-    loop = NaiveLoop(config, threads)
+    loop = NaiveLoop(config, threads, baseline)
     startup = time.perf_counter() - t0
     round_s, acc, first = [], float("nan"), time.time()
     for r in range(1, config.federation.rounds + 1):

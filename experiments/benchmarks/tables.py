@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-KEYS = ["section", "workload", "arm", "dtype"]
+KEYS = ["section", "workload", "arm", "dtype", "baseline"]
 ARM_ORDER = {"dp2fl-ray": 0, "naive": 1, "flower": 2}
+BASELINE_ORDER = {"-": 0, "reference": 1, "package": 2}
 
 
 def updates_per_s(cohort: int, rounds: int, rounds_s: float) -> float:
@@ -16,13 +17,24 @@ def updates_per_s(cohort: int, rounds: int, rounds_s: float) -> float:
     return cohort * rounds / rounds_s if rounds_s > 0 else math.nan
 
 
-def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Median over repetitions per (section, workload, arm, dtype), with throughput ratios.
+def with_baseline_column(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs saved before the baseline arms had two backbones ran the package's model."""
+    if "baseline" in runs:
+        return runs
+    return runs.assign(baseline=["-" if arm == "dp2fl-ray" else "package" for arm in runs["arm"]])
 
-    ``x_flower`` / ``x_naive``: median client-updates/s over the float32 Flower / naive
-    arm of the same section and workload (NaN where that arm did not run); ``cpu_x_*``:
-    the same ratio of CPU seconds per client-update (the reference's over this arm's).
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Median over repetitions per (section, workload, arm, dtype, baseline), with ratios.
+
+    ``x_flower`` / ``x_naive``: median client-updates/s over the float32 Flower / naive arm
+    of the same section and workload running the ``reference`` backbone (where the
+    workload has none, the ``package`` one); ``x_*_pkg``: the same against the arms
+    running the package's own backbone (the engine-only comparison); ``cpu_x_*``: the
+    ratio of CPU seconds per client-update (the reference's over this arm's). NaN where
+    that arm did not run.
     """
+    runs = with_baseline_column(runs)
     med = runs.groupby(KEYS, as_index=False).agg(
         reps=("updates_per_s", "size"),
         updates_per_s=("updates_per_s", "median"),
@@ -32,13 +44,16 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         final_acc=("final_acc", "median"),
         cpu_s_per_update=("cpu_s_per_update", "median"),
     )
+    keys = list(zip(med["section"], med["workload"]))
+    has_reference = {k for k, b in zip(keys, med["baseline"]) if b == "reference"}
     for ref in ("flower", "naive"):
-        base = med[(med["arm"] == ref) & (med["dtype"] == "float32")].set_index(["section", "workload"])["updates_per_s"]
-        keys = list(zip(med["section"], med["workload"]))
-        med[f"x_{ref}"] = [med["updates_per_s"].iloc[i] / base.get(k, math.nan) for i, k in enumerate(keys)]
-        cpu = med[(med["arm"] == ref) & (med["dtype"] == "float32")].set_index(["section", "workload"])["cpu_s_per_update"]
-        med[f"cpu_x_{ref}"] = [cpu.get(k, math.nan) / med["cpu_s_per_update"].iloc[i] for i, k in enumerate(keys)]
-    order = med["arm"].map(ARM_ORDER).fillna(9)
+        base = med[(med["arm"] == ref) & (med["dtype"] == "float32")].set_index(["section", "workload", "baseline"])
+        for suffix, pick in (("", lambda k: "reference" if k in has_reference else "package"), ("_pkg", lambda k: "package")):
+            speed = [base["updates_per_s"].get((*k, pick(k)), math.nan) for k in keys]
+            cpu = [base["cpu_s_per_update"].get((*k, pick(k)), math.nan) for k in keys]
+            med[f"x_{ref}{suffix}"] = med["updates_per_s"] / speed
+            med[f"cpu_x_{ref}{suffix}"] = pd.Series(cpu, dtype=float) / med["cpu_s_per_update"]
+    order = med["arm"].map(ARM_ORDER).fillna(9) * 10 + med["baseline"].map(BASELINE_ORDER).fillna(9)
     return med.assign(_o=order).sort_values(["section", "workload", "_o", "dtype"]).drop(columns="_o").reset_index(drop=True)
 
 
@@ -61,9 +76,12 @@ SUMMARY_COLUMNS = (
     ("workload", "workload", "s"),
     ("arm", "arm", "s"),
     ("dtype", "dtype", "s"),
+    ("baseline", "backbone code", "s"),
     ("updates_per_s", "client-updates/s", ".2f"),
     ("x_flower", "x Flower", ".2f"),
     ("x_naive", "x naive", ".2f"),
+    ("x_flower_pkg", "x Flower (package backbone)", ".2f"),
+    ("x_naive_pkg", "x naive (package backbone)", ".2f"),
     ("cpu_s_per_update", "CPU s / update", ".2f"),
     ("cpu_x_flower", "CPU x Flower", ".2f"),
     ("cpu_x_naive", "CPU x naive", ".2f"),

@@ -12,6 +12,11 @@ sampled (``measure.py``):
 3. ``flower``: Flower's simulation engine, 2 single-thread actors (``flower_arm.py``, in
    ``.venv-bench``; skipped with a note when that venv is missing).
 
+The two baseline arms run the backbone twice over: ``reference`` (for MiniLM the padded
+transformers layers a researcher's script calls, ``bert_reference.py``: the comparison the
+targets are about) and ``package`` (the package's own packed model: what is left is the
+engine's and the runtime's share). The tiny CLIP has one implementation: ``package`` only.
+
 Then the DP2FL round (training + m x m cross-evaluation + aggregation + evaluation):
 dp2fl-ray against the naive loop doing the same maths one client and one validation set
 at a time. Arms are interleaved (rep 1 of every arm, then rep 2, ...) because the machine
@@ -42,15 +47,18 @@ from workloads import REPO, WORKLOADS, workload_config  # noqa: E402
 
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 OUT = REPO / "results" / "benchmarks"
-# (section, arm, dtype): what one repetition of a workload runs, in this order.
+# (section, arm, dtype, baseline model): what one repetition of a workload runs, in this order.
 PLAN = (
-    ("promptfl", "dp2fl-ray", "float32"),
-    ("promptfl", "naive", "float32"),
-    ("promptfl", "flower", "float32"),
-    ("promptfl", "dp2fl-ray", "bfloat16"),
-    ("dp2fl", "dp2fl-ray", "float32"),
-    ("dp2fl", "naive", "float32"),
-    ("dp2fl", "dp2fl-ray", "bfloat16"),
+    ("promptfl", "dp2fl-ray", "float32", "-"),
+    ("promptfl", "naive", "float32", "reference"),
+    ("promptfl", "flower", "float32", "reference"),
+    ("promptfl", "dp2fl-ray", "bfloat16", "-"),
+    ("promptfl", "naive", "float32", "package"),
+    ("promptfl", "flower", "float32", "package"),
+    ("dp2fl", "dp2fl-ray", "float32", "-"),
+    ("dp2fl", "naive", "float32", "reference"),
+    ("dp2fl", "dp2fl-ray", "bfloat16", "-"),
+    ("dp2fl", "naive", "float32", "package"),
 )
 
 
@@ -66,13 +74,13 @@ def child_main(args: argparse.Namespace) -> None:
     elif args.child == "naive":
         from naive import run_naive
 
-        result = run_naive(config, threads=int(config.runtime.workers * config.runtime.cpus_per_worker))
+        result = run_naive(config, threads=int(config.runtime.workers * config.runtime.cpus_per_worker), baseline=args.baseline)
     elif args.child == "flower":
         import numpy as np
         from flower_arm import run_flower
 
         with np.load(args.initial) as init:
-            result = run_flower(config, (init["task"], init["data"]))
+            result = run_flower(config, (init["task"], init["data"]), baseline=args.baseline)
     elif args.child == "utilisation":
         from utilisation import measure_utilisation
 
@@ -97,11 +105,11 @@ def initial_prompts_file(workload: str, quick: bool, scratch: Path) -> Path:
     return path
 
 
-def run_arm(section: str, workload: str, arm: str, dtype: str, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+def run_arm(section: str, workload: str, arm: str, dtype: str, baseline: str, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     python = str(BENCH_PYTHON) if arm == "flower" else sys.executable
     result_path = scratch / "result.json"
     cmd = [python, str(Path(__file__).resolve()), "--child", arm, "--workload", workload, "--algorithm", section,
-           "--dtype", dtype, "--result", str(result_path)]  # fmt: skip
+           "--dtype", dtype, "--baseline", baseline, "--result", str(result_path)]  # fmt: skip
     if args.quick:
         cmd.append("--quick")
     if arm == "flower":
@@ -111,7 +119,7 @@ def run_arm(section: str, workload: str, arm: str, dtype: str, args: argparse.Na
     cfg = workload_config(workload, algorithm=section, dtype=dtype, quick=args.quick)
     rounds_s = float(sum(res["round_s"]))
     return {
-        "section": section, "workload": workload, "arm": arm, "dtype": dtype,
+        "section": section, "workload": workload, "arm": arm, "dtype": dtype, "baseline": baseline,
         "rounds": len(res["round_s"]), "cohort": cfg.federation.cohort, "rounds_s": rounds_s,
         "round_s": rounds_s / len(res["round_s"]),
         "updates_per_s": updates_per_s(cfg.federation.cohort, len(res["round_s"]), rounds_s),
@@ -154,6 +162,8 @@ def main() -> None:
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
     parser.add_argument("--sections", nargs="+", default=["promptfl", "dp2fl"], choices=["promptfl", "dp2fl"])
     parser.add_argument("--arms", nargs="+", default=["dp2fl-ray", "naive", "flower"])
+    parser.add_argument("--baselines", nargs="+", default=["reference", "package"], choices=["reference", "package"],
+                        help="backbone implementations the naive and Flower arms run")
     parser.add_argument("--no-utilisation", action="store_true")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--report-only", action="store_true",
@@ -163,6 +173,7 @@ def main() -> None:
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     parser.add_argument("--algorithm", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", default="-", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--initial", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -181,28 +192,30 @@ def main() -> None:
         notes.append(f"Flower arm skipped: no {BENCH_PYTHON} (python3 -m venv .venv-bench; pip install 'flwr[simulation]' and this package)")
     scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"dp2fl-throughput-{os.getpid()}"
     scratch.mkdir(parents=True, exist_ok=True)
-    plan = [p for p in PLAN if p[0] in args.sections and p[1] in arms]
+    plan = [p for p in PLAN if p[0] in args.sections and p[1] in arms and p[3] in ("-", *args.baselines)]
     rows: list[dict[str, Any]] = []
     util_rows: list[dict[str, Any]] = []
     for rep in range(args.reps):
         for workload in args.workloads:
-            for section, arm, dtype in plan:
+            for section, arm, dtype, baseline in plan:
                 if section == "dp2fl" and workload != "minilm":
                     continue  # the DP2FL round comparison is on the MiniLM workload
+                if baseline == "reference" and workload != "minilm":
+                    continue  # only the BERT backbone has a separate reference implementation
                 t = time.perf_counter()
                 row = None
                 for attempt in range(2):  # a shared machine's Ray can die under us: one retry
                     try:
-                        row = run_arm(section, workload, arm, dtype, args, scratch)
+                        row = run_arm(section, workload, arm, dtype, baseline, args, scratch)
                         break
                     except RuntimeError as exc:  # one failed run must not lose the others
-                        notes.append(f"rep {rep} {workload} {section} {arm} {dtype} attempt {attempt + 1} failed: "
+                        notes.append(f"rep {rep} {workload} {section} {arm} {dtype} {baseline} attempt {attempt + 1} failed: "
                                      f"{str(exc).splitlines()[-1][:200]}")  # fmt: skip
                         print(exc, flush=True)
                 if row is None:
                     continue
                 rows.append({**row, "rep": rep})
-                print(f"rep {rep} {workload:6s} {section:8s} {arm:9s} {dtype:8s} {row['updates_per_s']:6.2f} updates/s "
+                print(f"rep {rep} {workload:6s} {section:8s} {arm:9s} {dtype:8s} {baseline:9s} {row['updates_per_s']:6.2f} updates/s "
                       f"acc {row['final_acc']:.3f} peak {row['peak_rss_mb']:.0f} MiB ({time.perf_counter() - t:.0f} s)", flush=True)  # fmt: skip
                 save(rows, util_rows, args, notes)
             if not args.no_utilisation and rep == 0 and workload == "minilm":  # utilisation does not vary with the arm: once

@@ -17,6 +17,7 @@ from dp2fl_ray.engine.batched import client_batches
 from dp2fl_ray.errors import ModelError
 from dp2fl_ray.models.base import DualPromptModel
 from dp2fl_ray.models.bert_prompt import LOGIT_SCALE, BertPrompt
+from dp2fl_ray.models.bert_reference import reference_twin
 from dp2fl_ray.models.loader import build_model
 
 NAMES = ["weather", "alarm", "play_music", "book_flight"]
@@ -144,6 +145,38 @@ def test_layer_by_layer_forward_without_prompts_equals_the_hf_encoder(
         worst = max(worst, (ours - ref[:, :t]).abs()[mask[:, :t]].max().item())
     print(f"bert: max abs difference layer-by-layer vs AutoModel: {worst:.3g}")
     assert worst <= 1e-5
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_packed_encoder_with_prompts_equals_the_padded_reference_forward_and_backward(
+    bert_config: ExperimentConfig, depth: int
+) -> None:
+    """The packed path skips padding and the prompt slots' dead states (K/V only at layers
+    whose prompt outputs are overwritten or unread); logits and prompt gradients must still
+    be the padded transformers layers' (a 4-layer tiny BERT: depth 4 is full depth)."""
+    cfg = bert_config.with_overrides(["model.tiny.layers=4", f"model.prompt.depth={depth}"])
+    packed = build_model(cfg.model, NAMES, texts=TEXTS)
+    assert isinstance(packed, BertPrompt) and len(packed.layers) == 4
+    reference = reference_twin(packed)
+    ids, labels, owner = packed.encode(TEXTS), torch.tensor(LABELS), torch.tensor([0, 1, 2] * 2 + [0, 1])
+    worst = {}
+    for name, m in (("packed", packed), ("reference", reference)):
+        task, data = (r.requires_grad_(True) for r in _rows(packed, 3, seed=depth))
+        logits = _logits(m, ids, task, data, owner)
+        F.cross_entropy(logits, labels).backward()
+        worst[name] = (logits.detach(), task.grad, data.grad)
+    for got, want, what in zip(worst["packed"], worst["reference"], ("logits", "task grad", "data grad")):
+        assert want is not None and got is not None and want.abs().max() > 0, what
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=f"{what} differ at depth {depth}")
+
+
+def test_real_minilm_packed_equals_the_padded_reference_with_prompts(minilm: BertPrompt) -> None:
+    task, data = _rows(minilm, 2)
+    ids, owner = minilm.encode(QUERIES), torch.tensor([0, 1] * 5)
+    with torch.no_grad():
+        got, want = _logits(minilm, ids, task, data, owner), _logits(reference_twin(minilm), ids, task, data, owner)
+    print(f"minilm: max abs logit difference packed vs padded reference: {(got - want).abs().max().item():.3g}")
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_logits_do_not_depend_on_how_much_padding_follows(model: BertPrompt) -> None:

@@ -84,6 +84,7 @@ def test_joining_clients_start_from_the_global_model_and_are_evaluated_before_an
     joiners = clients[clients["client_id"] >= 4]
     assert joiners["first_time"].all()
     assert joiners["start_test_acc"].notna().all() and joiners["test_acc"].notna().all()  # before and after
+    assert clients[clients["client_id"] < 4]["start_test_acc"].isna().all()  # nobody else pays for it
     evals = read_table(tmp_path / "joins", "evals")
     assert set(evals[evals["held_out"]]["client_id"]) == {7}  # held-out ids come after every joiner
 
