@@ -26,6 +26,7 @@ from dp2fl_ray.models.base import DualPromptModel
 from dp2fl_ray.models.bert_prompt import BertPrompt
 from dp2fl_ray.models.prompt_ops import replace_prompt_tokens
 
+
 class ReferenceBertPrompt(BertPrompt):
     """``BertPrompt`` with the encoder run padded, layer by layer through transformers."""
 

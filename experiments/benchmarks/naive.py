@@ -34,7 +34,6 @@ from dp2fl_ray.runtime.crosseval import CrossEval
 from dp2fl_ray.runtime.work import WorkerCore, local_training
 from dp2fl_ray.seeding import derive_seed
 
-
 BASELINE_MODELS = ("reference", "package")
 
 
