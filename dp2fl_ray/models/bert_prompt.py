@@ -146,6 +146,15 @@ class BertPrompt(DualPromptModel):
         False on padding and prompt slots); T = L (+ n_ctx with prompts). The layers run on
         packed tokens (``bert_packed.py``): padding costs no FLOPs.
         """
+        x, mask, attend = self.prompted_embeddings(ids, prompts)
+        return self.packed(x.float(), attend, prompts, 1, self.depth), mask
+
+    def prompted_embeddings(
+        self, ids: torch.Tensor, prompts: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The encoder's input: embeddings ``(N, T, d)`` with layer 0's prompts inserted right
+        after ``[CLS]``, the pooling mask ``(N, T)`` (real text tokens) and the attention mask
+        ``(N, T)`` (text tokens and prompt slots); T = L (+ n_ctx with prompts)."""
         ids = ids.to(self.device)
         mask = ids != self.pad_id  # (N, L)
         x = self.embeddings(input_ids=ids)  # (N, L, d), position ids 0..L-1
@@ -155,7 +164,7 @@ class BertPrompt(DualPromptModel):
             slots = torch.zeros(mask.shape[0], self.n_ctx, dtype=torch.bool, device=mask.device)  # (N, n)
             mask = torch.cat([mask[:, :1], slots, mask[:, 1:]], dim=1)  # (N, L + n): pooling mask
             attend = torch.cat([attend[:, :1], ~slots, attend[:, 1:]], dim=1)  # (N, L + n): prompts attended
-        return self.packed(x.float(), attend, prompts, 1, self.depth), mask
+        return x, mask, attend
 
     def text_features(self, ids: torch.Tensor, prompts: torch.Tensor | None) -> torch.Tensor:
         """L2-normalised mean of the real text tokens' last-layer states: ``(N, d)``."""

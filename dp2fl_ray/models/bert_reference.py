@@ -31,15 +31,7 @@ class ReferenceBertPrompt(BertPrompt):
     """``BertPrompt`` with the encoder run padded, layer by layer through transformers."""
 
     def hidden_states(self, ids: torch.Tensor, prompts: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = ids.to(self.device)
-        mask = ids != self.pad_id  # (N, L)
-        x = self.embeddings(input_ids=ids)  # (N, L, d)
-        attend = mask
-        if prompts is not None:
-            x = replace_prompt_tokens(x, prompts[:, 0], 1, insert=True)  # (N, L + n, d)
-            slots = torch.zeros(mask.shape[0], self.n_ctx, dtype=torch.bool, device=mask.device)
-            mask = torch.cat([mask[:, :1], slots, mask[:, 1:]], dim=1)  # pooling: text tokens only
-            attend = torch.cat([attend[:, :1], ~slots, attend[:, 1:]], dim=1)  # attention: prompts too
+        x, mask, attend = self.prompted_embeddings(ids, prompts)
         bias = torch.zeros(attend.shape, dtype=x.dtype, device=x.device).masked_fill(~attend, torch.finfo(x.dtype).min)
         bias = bias[:, None, None, :]  # (N, 1, 1, T): additive key-padding mask
         for j, layer in enumerate(self.layers):
