@@ -187,7 +187,9 @@ class RuntimeConfig(_Section):
     workers: int = _spec(2, "[1, inf)")
     cpus_per_worker: float = _spec(1.0, "(0, inf)")
     gpus_per_worker: float = _spec(0.0, "[0, inf)")
-    clients_per_slice: int = _spec(8, "[1, inf)")
+    clients_per_slice: int = _spec(8, "[1, inf)", hint="at most; fewer when a slice would not fit in memory")
+    slice_memory_mib: float = _spec(0.0, "[0, inf)", hint="memory a training slice may use; 0 = half the worker's share of free memory")
+    overlap_aggregation: bool = True  # DP2FL: step 5 on cross-evaluation blocks as they finish
     address: str | None = None  # None = start a local cluster
     max_retries: int = _spec(2, "[0, inf)", hint="times a failed slice is rerun")
     max_failures: int = _spec(0, "[0, inf)", hint="failed clients tolerated per round")

@@ -93,6 +93,8 @@ SCHEMA_DEFAULTS: dict[str, Any] = {
         "cpus_per_worker": 1.0,
         "gpus_per_worker": 0.0,
         "clients_per_slice": 8,
+        "overlap_aggregation": True,
+        "slice_memory_mib": 0.0,
         "address": None,
         "max_retries": 2,
         "max_failures": 0,
@@ -420,6 +422,7 @@ NUMERIC_FIELDS: dict[str, tuple[type, str]] = {
     "runtime.cpus_per_worker": (float, "(0, inf)"),
     "runtime.gpus_per_worker": (float, "[0, inf)"),
     "runtime.clients_per_slice": (int, "[1, inf)"),
+    "runtime.slice_memory_mib": (float, "[0, inf)"),
     "output.checkpoint_every": (int, "[0, inf)"),
 }
 

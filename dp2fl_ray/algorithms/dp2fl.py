@@ -9,6 +9,7 @@ arrays; inputs are never mutated. Step 6 (the next baseline ``L_k``) is an evalu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -214,6 +215,7 @@ def aggregate_round(
     sizes: np.ndarray | None = None,
     rnc_direction: str = "toward",
     eps: float = 1e-8,
+    done: Mapping[int, DataPromptUpdate] | None = None,
 ) -> RoundAggregation:
     """The server's work in one round: global prompts (step 4), every data prompt (step 5).
 
@@ -225,6 +227,8 @@ def aggregate_round(
         baselines: (m,) ``L_k``.
         alpha, beta, rnc_direction, eps: see :func:`aggregate_data_prompt`.
         scheme, tau, sizes: see :func:`global_weights`.
+        done: step 5 already computed for some clients k (from these same inputs, e.g. while
+            the rest of the cross-evaluation ran); the others are computed here.
 
     Raises:
         ValueError: inconsistent shapes (a programming error), or a bad option (ConfigError).
@@ -249,10 +253,12 @@ def aggregate_round(
             f"{data.shape}, {previous.shape}, {base.shape}"
         )
     weights = global_weights(loss, scheme, tau, sizes)
+    done = done or {}
     per_client = [
+        done[k] if k in done else
         aggregate_data_prompt(previous[k], data, loss[:, k], float(base[k]), alpha, beta, rnc_direction, eps)
         for k in range(m)
-    ]
+    ]  # fmt: skip
     return RoundAggregation(
         global_weights=weights,
         global_task=weighted_average(task, weights),
@@ -281,6 +287,13 @@ class SparseRoundAggregation:
     distances: np.ndarray  # (P,)
 
 
+def pairs_by_set(pair_j: np.ndarray, m: int) -> list[np.ndarray]:
+    """For each validation set k < m, the positions of its pairs (in their given order)."""
+    order = np.argsort(pair_j, kind="stable")
+    starts = np.searchsorted(pair_j[order], np.arange(m + 1))
+    return [order[starts[k] : starts[k + 1]] for k in range(m)]
+
+
 def aggregate_round_sparse(
     pair_i: np.ndarray,
     pair_j: np.ndarray,
@@ -297,12 +310,14 @@ def aggregate_round_sparse(
     sizes: np.ndarray | None = None,
     rnc_direction: str = "toward",
     eps: float = 1e-8,
+    done: Mapping[int, DataPromptUpdate] | None = None,
 ) -> SparseRoundAggregation:
     """:func:`aggregate_round` when each client evaluated only some peers (FedFomo-style).
 
     Client k's peers are the models evaluated on its validation set; the global weights use
     ``S_i = m x mean of model i's evaluated losses``. With every pair evaluated it gives the
-    same prompts as ``aggregate_round``. Memory is O(pairs), never (m, m).
+    same prompts as ``aggregate_round``. Memory is O(pairs), never (m, m). ``done``: as for
+    ``aggregate_round``.
     """
     pair_i, pair_j = np.asarray(pair_i, np.int64), np.asarray(pair_j, np.int64)
     losses = np.asarray(losses, np.float64)
@@ -314,11 +329,9 @@ def aggregate_round_sparse(
     new_data = np.empty_like(data)
     sets = np.empty(len(losses), np.int8)
     raw, norm, dist = (np.empty(len(losses)) for _ in range(3))
-    order = np.argsort(pair_j, kind="stable")
-    starts = np.searchsorted(pair_j[order], np.arange(m + 1))
-    for k in range(m):
-        rows = order[starts[k] : starts[k + 1]]  # the pairs evaluated on client k's set
-        update = aggregate_data_prompt(
+    done = done or {}
+    for k, rows in enumerate(pairs_by_set(pair_j, m)):
+        update = done[k] if k in done else aggregate_data_prompt(
             np.asarray(previous_data[k], np.float64), data[pair_i[rows]], losses[rows], float(baselines[k]),
             alpha, beta, rnc_direction, eps,
         )  # fmt: skip

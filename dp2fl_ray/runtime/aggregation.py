@@ -3,7 +3,9 @@
 It holds the global task prompt ``Pt`` and global data prompt ``PD`` and owns the client
 store. A round is three calls: ``start_round`` (where each cohort client starts),
 ``aggregate`` (the algorithm's server maths from ``algorithms/``), ``commit`` (each client's
-state and baseline into the store).
+state and baseline into the store). For DP2FL, ``begin_early`` and ``absorb_losses`` between
+training and ``aggregate`` let step 5 run on blocks of the cross-evaluation as they arrive
+(``early_aggregation.py``).
 
 What a client starts from, by algorithm:
 
@@ -31,6 +33,7 @@ from dp2fl_ray.algorithms.dp2fl import (
 from dp2fl_ray.config import StoreConfig
 from dp2fl_ray.errors import RunError
 from dp2fl_ray.runtime.crosseval import CrossEval
+from dp2fl_ray.runtime.early_aggregation import EarlyDataPrompts
 from dp2fl_ray.state import ClientState, ClientStore, InMemoryClientStore, ShardedClientStore, open_store
 
 
@@ -63,6 +66,7 @@ class RoundUpdate:
     personal_data: np.ndarray  # (m, Dd)
     global_weights: np.ndarray  # (m,) each client's weight in the global prompts (NaN: none)
     dp2fl: RoundAggregation | SparseRoundAggregation | None  # DP2FL's bookkeeping, for the aggregation table
+    early_clients: int = 0  # DP2FL: clients whose step 5 ran during the cross-evaluation
 
 
 class AggregatorCore:
@@ -84,6 +88,7 @@ class AggregatorCore:
         self.store: ClientStore = open_store(store, store_uri) if store is not None else InMemoryClientStore()
         self.rounds_done = 0
         self.rounds_seen: dict[int, int] = {}
+        self.early: EarlyDataPrompts | None = None
 
     @property
     def name(self) -> str:
@@ -114,6 +119,15 @@ class AggregatorCore:
             baselines=np.array([np.nan if r is None else r.baseline for r in rows]),
             first_time=np.array([r is None for r in rows]),
         )
+
+    def begin_early(self, start: RoundStart, data: np.ndarray, baselines: np.ndarray) -> None:
+        """DP2FL: this round's trained data prompts and baselines, before the cross-evaluation."""
+        self.early = EarlyDataPrompts.start(data, start.data, baselines, self.algorithm)
+
+    def absorb_losses(self, pair_i: np.ndarray, pair_j: np.ndarray, losses: np.ndarray) -> None:
+        """DP2FL: step 5 for the validation sets of one finished cross-evaluation block."""
+        if self.early is not None:
+            self.early.absorb(pair_i, pair_j, losses)
 
     def aggregate(
         self,
@@ -180,19 +194,21 @@ class AggregatorCore:
             sizes=np.asarray(n_train, np.float64), rnc_direction=a.rnc_direction, eps=a.eps,
         )  # fmt: skip
         m = len(task)
+        early, self.early = self.early, None
+        done = early.done if early is not None and early.matches(data, start.data, baselines) else {}
         result: RoundAggregation | SparseRoundAggregation
         if cross.is_exact(m):
-            result = aggregate_round(cross.dense(m), task, data, start.data, baselines, **options)
+            result = aggregate_round(cross.dense(m), task, data, start.data, baselines, **options, done=done)
         else:
             result = aggregate_round_sparse(
-                cross.pair_i, cross.pair_j, cross.loss, task, data, start.data, baselines, **options
+                cross.pair_i, cross.pair_j, cross.loss, task, data, start.data, baselines, **options, done=done
             )
         self.global_task = result.global_task.astype(np.float32)
         self.global_data = result.global_data.astype(np.float32)
         personal_task = np.repeat(self.global_task[None], len(task), axis=0)
         return RoundUpdate(
             self.global_task, self.global_data, personal_task, result.new_data.astype(np.float32),
-            result.global_weights, result,
+            result.global_weights, result, len(done),
         )  # fmt: skip
 
     def commit(self, cohort: np.ndarray, update: RoundUpdate, new_baselines: np.ndarray) -> None:

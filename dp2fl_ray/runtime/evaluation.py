@@ -10,7 +10,7 @@ Results come back in client order whatever order the slices finish in.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,22 +35,41 @@ class Evaluation:
     def slices(self, n: int) -> list[slice]:
         return cut_slices(n, len(self.pool), self.clients_per_slice)
 
-    def cross(self, r: int, cohort: np.ndarray, task: np.ndarray, data: np.ndarray) -> CrossEval:
+    def cross(
+        self,
+        r: int,
+        cohort: np.ndarray,
+        task: np.ndarray,
+        data: np.ndarray,
+        on_block: Callable[[np.ndarray, np.ndarray, np.ndarray], object] | None = None,
+    ) -> CrossEval:
         """Validation losses of the cohort's models on the cohort's validation sets: every pair,
-        or each client's candidates when the cohort is large (see ``crosseval.py``)."""
+        or each client's candidates when the cohort is large (see ``crosseval.py``).
+
+        ``on_block(pair_i, pair_j, losses)`` (cohort positions, float64 losses) is called as
+        each block of validation sets finishes, with all of those sets' pairs, so their
+        clients' aggregation can start while other blocks are still evaluated.
+        """
         m = len(cohort)
         n = models_per_client(m, self.max_eval_models)
         candidates = candidate_models(self.seed, r, cohort, n)
         task_ref, data_ref = ray.put(task), ray.put(data)  # shared by every block, zero-copy
         slices = self.slices(m)
         plans = [block_pairs(candidates, s) for s in slices]
+        pair_i = [p[:, 0] for p in plans]
+        pair_j = [p[:, 1] + s.start for p, s in zip(plans, slices)]
+
+        def finished(b: int, res: EvalResult) -> None:
+            if on_block is not None:
+                on_block(pair_i[b], pair_j[b], res.loss.astype(np.float64))
+
         results: list[EvalResult] = self.pool.map(
             lambda w, b: w.evaluate.remote(task_ref, data_ref, cohort[slices[b]], "val", plans[b]),
             list(range(len(slices))),
+            on_result=finished,
         )
-        pair_i = np.concatenate([p[:, 0] for p in plans])
-        pair_j = np.concatenate([p[:, 1] + s.start for p, s in zip(plans, slices)])
-        return CrossEval(pair_i, pair_j, np.concatenate([res.loss for res in results]).astype(np.float64), n)
+        losses = np.concatenate([res.loss for res in results]).astype(np.float64)
+        return CrossEval(np.concatenate(pair_i), np.concatenate(pair_j), losses, n)
 
     def own(
         self, clients: np.ndarray, task: np.ndarray, data: np.ndarray, split: str, keep: bool

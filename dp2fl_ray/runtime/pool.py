@@ -33,13 +33,18 @@ class WorkerPool:
         return len(self.workers)
 
     def map(
-        self, submit: Callable[[Any, Any], Any], items: Sequence[Any], return_exceptions: bool = False
+        self,
+        submit: Callable[[Any, Any], Any],
+        items: Sequence[Any],
+        return_exceptions: bool = False,
+        on_result: Callable[[int, Any], None] | None = None,
     ) -> list[Any]:
         """``submit(worker, item)`` returns an ObjectRef; returns the results in item order.
 
         A worker's death re-runs its item elsewhere. An error raised by the work itself
         (``RayTaskError``) is returned in place of the result with ``return_exceptions``,
-        else raised.
+        else raised. ``on_result(i, result)`` is called as each item succeeds, in completion
+        order, so a consumer can start on early results while later items still run.
         """
         results: list[Any] = [None] * len(items)
         attempts = [0] * len(items)
@@ -56,6 +61,8 @@ class WorkerPool:
             try:
                 results[i] = ray.get(ref)
                 idle.append(worker)
+                if on_result is not None:
+                    on_result(i, results[i])
             except RayTaskError as exc:
                 if not return_exceptions:
                     raise

@@ -140,6 +140,7 @@ def rounds_frame(o: RoundOutcome) -> pd.DataFrame:
         "first_time_clients": int(o.start.first_time.sum()),
         "failed_clients": o.failed,
         "eval_models_per_client": o.cross.models_per_client if o.cross is not None else 0,
+        "early_aggregated_clients": o.update.early_clients,
         "train_loss": float(np.mean(o.train_loss)),
         "val_loss": float(np.mean(o.personal_val.loss)),
         "personalized_acc": float(np.mean(test.correct / np.maximum(test.count, 1))),

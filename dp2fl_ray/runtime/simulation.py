@@ -156,10 +156,17 @@ class Simulation:
         self.workers = start_workers(config_to_dict(cfg), rt, self.run_id)
         self.pool = WorkerPool(self.workers, rt.max_retries)
         fed = cfg.federation
-        self.evals = Evaluation(self.pool, rt.clients_per_slice, cfg.seed, fed.max_eval_models)
         info = ray.get(self.workers[0].describe.remote())
         init_task, init_data = ray.get(self.workers[0].initial_prompts.remote())
-        ray.get([w.ping.remote() for w in self.workers])  # every backbone loaded
+        capacity = min(ray.get([w.slice_capacity.remote() for w in self.workers]), key=lambda c: c["clients"])
+        self.clients_per_slice = min(rt.clients_per_slice, capacity["clients"])
+        if self.clients_per_slice < rt.clients_per_slice:
+            log.info(
+                "slices of %d clients (runtime.clients_per_slice %d): a client's step takes %.1f MiB of %.1f MiB",
+                self.clients_per_slice, rt.clients_per_slice, capacity["bytes_per_client"] / 2**20,
+                capacity["budget_bytes"] / 2**20,
+            )  # fmt: skip
+        self.evals = Evaluation(self.pool, self.clients_per_slice, cfg.seed, fed.max_eval_models)
         store_uri = str((self.run_dir / "store").resolve())
         self.aggregator = start_aggregator(
             cfg.algorithm, init_task, init_data, cfg.store, store_uri, self.run_id
@@ -187,6 +194,7 @@ class Simulation:
             "startup_s": startup_s,
             "wall_s": time.perf_counter() - t0,
             "workers": rt.workers,
+            "clients_per_slice": self.clients_per_slice,
             "slice_retries": self.pool.retries,
             "backbone_params": info["backbone_params"],
             "task_prompt_size": info["task_prompt_size"],
@@ -232,7 +240,7 @@ class Simulation:
         timings: dict[str, float] = {}
         population = population_at(r, cfg.federation.population, self.joins)
         cohort = sample_cohort(cfg.seed, r, population, min(cfg.federation.cohort, population))
-        slices = cut_slices(len(cohort), len(self.workers), cfg.runtime.clients_per_slice)
+        slices = cut_slices(len(cohort), len(self.workers), self.clients_per_slice)
         start = ray.get(self.aggregator.start_round.remote(cohort))
         timings["start_s"] = time.perf_counter() - t_round  # sampling + store reads
         need_baseline = (start.first_time | (cfg.algorithm.baseline == "refresh")) & is_dp2fl
@@ -260,7 +268,11 @@ class Simulation:
         t = time.perf_counter()
         if is_dp2fl:
             bar.phase(r, "cross-eval")
-            cross = self.evals.cross(r, cohort, task, data)
+            absorb = None
+            if cfg.runtime.overlap_aggregation:
+                self.aggregator.begin_early.remote(start, data, baselines)  # actor calls run in order
+                absorb = self.aggregator.absorb_losses.remote
+            cross = self.evals.cross(r, cohort, task, data, on_block=absorb)
         timings["crosseval_s"] = time.perf_counter() - t
 
         t = time.perf_counter()

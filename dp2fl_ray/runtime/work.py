@@ -22,7 +22,9 @@ from dp2fl_ray.data import Partitioner, load_source, majority_class
 from dp2fl_ray.engine import ClientData, LocalTraining, TrainOutput, evaluate_pairs, train_clients
 from dp2fl_ray.engine.pfedme import train_clients_pfedme
 from dp2fl_ray.engine.scores import macro_f1, micro_f1
+from dp2fl_ray.engine.slice_memory import bytes_per_client
 from dp2fl_ray.models.loader import build_model
+from dp2fl_ray.models.memory import clients_per_slice_limit, slice_budget_bytes
 from dp2fl_ray.seeding import derive_seed
 
 SPLITS = ("train", "val", "test")
@@ -124,6 +126,20 @@ class WorkerCore:
             "backbone_params": sum(p.numel() for p in self.model.parameters()),
             "device": str(self.model.device),
             "threads": torch.get_num_threads(),
+        }
+
+    def slice_capacity(self) -> dict[str, int]:
+        """How many clients a training slice may hold on this worker, from one measured step
+        (client 0's training data, the round-0 prompts) against its memory budget
+        (``models/memory.py``). Raises ``ModelError`` when not even one client fits."""
+        rt = self.config.runtime
+        task, data = (torch.from_numpy(a) for a in self.initial_prompts())
+        per_client = bytes_per_client(self.model, task, data, self.client_data(0, "train"), self.hp.batch_size)
+        budget = slice_budget_bytes(rt.slice_memory_mib, self.model.device, rt.cpus_per_worker, rt.gpus_per_worker)
+        return {
+            "bytes_per_client": per_client,
+            "budget_bytes": budget,
+            "clients": clients_per_slice_limit(budget, per_client),
         }
 
     def initial_prompts(self) -> tuple[np.ndarray, np.ndarray]:
