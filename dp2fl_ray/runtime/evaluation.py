@@ -11,6 +11,8 @@ Results come back in client order whatever order the slices finish in.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,28 +73,29 @@ class Evaluation:
         losses = np.concatenate([res.loss for res in results]).astype(np.float64)
         return CrossEval(np.concatenate(pair_i), np.concatenate(pair_j), losses, n)
 
+    def together(self, requests: Sequence[Request]) -> list[EvalResult | None]:
+        """Several evaluations in one pass over the pool: their slices share one queue, so a
+        worker done with one evaluation's slice starts another's instead of waiting at a
+        barrier. One result per request, in request order (None for a request of 0 clients)."""
+        items = [(r, s) for r, req in enumerate(requests) for s in self.slices(req.clients)]
+        results: list[EvalResult] = self.pool.map(lambda w, item: requests[item[0]].submit(w, item[1]), items)
+        return [
+            concat_evals([res for (r, _), res in zip(items, results) if r == k]) if req.clients else None
+            for k, req in enumerate(requests)
+        ]
+
     def own(
         self, clients: np.ndarray, task: np.ndarray, data: np.ndarray, split: str, keep: bool
     ) -> EvalResult:
         """Each client's own model row on its own split (pairs (k, k))."""
-        results: list[EvalResult] = self.pool.map(
-            lambda w, s: w.evaluate.remote(
-                task[s], data[s], clients[s], split, _diagonal(s.stop - s.start), keep
-            ),
-            self.slices(len(clients)),
-        )
-        return concat_evals(results)
+        result = self.together([own_request(clients, task, data, split, keep)])[0]
+        if result is None:
+            raise ValueError("own(): no clients to evaluate")
+        return result
 
     def one_model(self, task: np.ndarray, data: np.ndarray, clients: np.ndarray) -> EvalResult | None:
         """One model on the test splits of ``clients`` (None when there are none)."""
-        if len(clients) == 0:
-            return None
-        t, d = task[None].astype(np.float32), data[None].astype(np.float32)
-        results: list[EvalResult] = self.pool.map(
-            lambda w, s: w.evaluate.remote(t, d, clients[s], "test", _to_model_zero(s.stop - s.start), True),
-            self.slices(len(clients)),
-        )
-        return concat_evals(results)
+        return self.together([one_model_request(task, data, clients)])[0]
 
     def new_clients(
         self,
@@ -125,6 +128,31 @@ class Evaluation:
             after = self.own(held_out, t1, d1, "test", True)
             frames.append(records.eval_rows(held_out, f"{name}_1round", True, after))
         return pd.concat(frames, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One evaluation over ``clients`` clients: ``submit(worker, slice)`` starts a slice of it."""
+
+    clients: int
+    submit: Callable[[Any, slice], Any]
+
+
+def own_request(clients: np.ndarray, task: np.ndarray, data: np.ndarray, split: str, keep: bool) -> Request:
+    """Each client's own model row on its own split (pairs (k, k))."""
+    return Request(
+        len(clients),
+        lambda w, s: w.evaluate.remote(task[s], data[s], clients[s], split, _diagonal(s.stop - s.start), keep),
+    )
+
+
+def one_model_request(task: np.ndarray, data: np.ndarray, clients: np.ndarray) -> Request:
+    """One model on the test splits of ``clients``."""
+    t, d = task[None].astype(np.float32), data[None].astype(np.float32)
+    return Request(
+        len(clients),
+        lambda w, s: w.evaluate.remote(t, d, clients[s], "test", _to_model_zero(s.stop - s.start), True),
+    )
 
 
 def _diagonal(n: int) -> np.ndarray:

@@ -21,14 +21,14 @@ import pandas as pd
 import ray
 
 from dp2fl_ray.config import ExperimentConfig, config_to_dict, load_config, save_config
-from dp2fl_ray.errors import CheckpointError, ConfigError
+from dp2fl_ray.errors import CheckpointError, ConfigError, RunError
 from dp2fl_ray.metrics import MetricsWriter, read_summary, read_table, write_json
 from dp2fl_ray.runtime import records
 from dp2fl_ray.runtime.actors import start_aggregator, start_workers
 from dp2fl_ray.runtime.checkpoint import load_checkpoint, save_checkpoint
 from dp2fl_ray.runtime.cohort import cut_slices, held_out_clients, parse_joins, population_at, sample_cohort
 from dp2fl_ray.runtime.crosseval import CrossEval
-from dp2fl_ray.runtime.evaluation import Evaluation, mean_acc
+from dp2fl_ray.runtime.evaluation import Evaluation, mean_acc, one_model_request, own_request
 from dp2fl_ray.runtime.pool import WorkerPool
 from dp2fl_ray.runtime.progress import RoundProgress
 from dp2fl_ray.runtime.training import train_cohort
@@ -256,6 +256,8 @@ class Simulation:
         timings["train_s"] = time.perf_counter() - t
         failed = records.failed_clients_frame(cohort, trained)
         keep = np.flatnonzero(trained.ok)  # failed clients keep their previous state
+        if len(keep) == 0:
+            raise RunError(f"round {r}: every cohort client's training failed; the first: {trained.reason[0]}")
         cohort, start = cohort[keep], start.subset(keep)
         task, data = trained.task[keep], trained.data[keep]
         train_loss, n_train = trained.train_loss[keep], trained.n_train[keep]
@@ -286,11 +288,12 @@ class Simulation:
         bar.phase(r, "evaluate")
         t = time.perf_counter()
         p_task, p_data = update.personal_task.astype(np.float32), update.personal_data.astype(np.float32)
-        personal_val = self.evals.own(cohort, p_task, p_data, "val", keep=False)
-        personal_test = self.evals.own(cohort, p_task, p_data, "test", keep=True)
-        global_test = None
+        requests = [own_request(cohort, p_task, p_data, "val", False), own_request(cohort, p_task, p_data, "test", True)]
         if cfg.algorithm.name != "local":  # Local has no global model
-            global_test = self.evals.one_model(update.global_task, update.global_data, held_out)
+            requests.append(one_model_request(update.global_task, update.global_data, held_out))
+        personal_val, personal_test, *rest = self.evals.together(requests)
+        global_test = rest[0] if rest else None
+        assert personal_val is not None and personal_test is not None  # a round has clients
         timings["eval_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
