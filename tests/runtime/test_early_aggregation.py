@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -24,13 +26,13 @@ def _round(n_models: int, seed: int = 0) -> tuple[AggregatorCore, dict, list[np.
         b[:, 1] += s  # set index within the block -> cohort row
     pairs = np.concatenate(blocks)
     losses = rng.uniform(0.5, 1.5, size=len(pairs))
-    inputs = dict(
-        start=start, task=rng.normal(size=(M, DT)), data=rng.normal(size=(M, DD)),
-        n_train=np.full(M, 10), baselines=rng.uniform(0.8, 1.2, size=M),
-    )  # fmt: skip
+    inputs = {
+        "start": start, "task": rng.normal(size=(M, DT)), "data": rng.normal(size=(M, DD)),
+        "n_train": np.full(M, 10), "baselines": rng.uniform(0.8, 1.2, size=M),
+    }  # fmt: skip
     cross = CrossEval(pairs[:, 0], pairs[:, 1], losses, n_models)
     cut = np.cumsum([0, *(len(b) for b in blocks)])
-    block_losses = [losses[lo:hi] for lo, hi in zip(cut[:-1], cut[1:])]
+    block_losses = [losses[lo:hi] for lo, hi in pairwise(cut)]
     return core, inputs, [np.column_stack([b, bl]) for b, bl in zip(blocks, block_losses)], cross
 
 
