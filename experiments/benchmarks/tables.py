@@ -35,7 +35,10 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     that arm did not run.
     """
     runs = with_baseline_column(runs)
+    if "measured" not in runs:
+        runs = runs.assign(measured="-")
     med = runs.groupby(KEYS, as_index=False).agg(
+        measured=("measured", "max"),
         reps=("updates_per_s", "size"),
         updates_per_s=("updates_per_s", "median"),
         round_s=("round_s", "median"),
@@ -90,6 +93,7 @@ SUMMARY_COLUMNS = (
     ("peak_rss_mb", "peak RSS MiB", ".0f"),
     ("final_acc", "final acc", ".3f"),
     ("reps", "runs", "d"),
+    ("measured", "measured", "s"),
 )
 
 UTILISATION_COLUMNS = (

@@ -169,6 +169,9 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite the report from the saved Parquet runs (rows with valid == False dropped)")
     parser.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the saved runs of the sections this invocation does not run (their rows "
+                             "keep their own 'measured' date); a section is always measured whole, in one run")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     parser.add_argument("--algorithm", help=argparse.SUPPRESS)
@@ -195,6 +198,7 @@ def main() -> None:
     plan = [p for p in PLAN if p[0] in args.sections and p[1] in arms and p[3] in ("-", *args.baselines)]
     rows: list[dict[str, Any]] = []
     util_rows: list[dict[str, Any]] = []
+    args.kept = kept_runs(args) if args.merge else pd.DataFrame()
     for rep in range(args.reps):
         for workload in args.workloads:
             for section, arm, dtype, baseline in plan:
@@ -214,7 +218,7 @@ def main() -> None:
                         print(exc, flush=True)
                 if row is None:
                     continue
-                rows.append({**row, "rep": rep})
+                rows.append({**row, "rep": rep, "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d")})
                 print(f"rep {rep} {workload:6s} {section:8s} {arm:9s} {dtype:8s} {baseline:9s} {row['updates_per_s']:6.2f} updates/s "
                       f"acc {row['final_acc']:.3f} peak {row['peak_rss_mb']:.0f} MiB ({time.perf_counter() - t:.0f} s)", flush=True)  # fmt: skip
                 save(rows, util_rows, args, notes)
@@ -253,9 +257,20 @@ def utilisation_rows(workload: str, rep: int, args: argparse.Namespace, scratch:
     return out
 
 
+def kept_runs(args: argparse.Namespace) -> pd.DataFrame:
+    """With ``--merge``: the saved runs of the sections not being measured now."""
+    path = OUT / f"throughput_runs{'_quick' if args.quick else ''}.parquet"
+    if not path.exists():
+        return pd.DataFrame()
+    saved = pd.read_parquet(path)
+    if "measured" not in saved:
+        saved = saved.assign(measured="earlier")  # saved before runs carried their date
+    return saved[~saved["section"].isin(args.sections)]
+
+
 def save(rows: list[dict[str, Any]], util_rows: list[dict[str, Any]], args: argparse.Namespace, notes: list[str]) -> Path:
     """Write the runs so far (Parquet) and the report (Markdown): a long run keeps what it measured."""
-    runs = pd.DataFrame(rows)
+    runs = pd.concat([getattr(args, "kept", pd.DataFrame()), pd.DataFrame(rows)], ignore_index=True)
     OUT.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
     if len(runs):
