@@ -99,6 +99,7 @@ SUMMARY_COLUMNS = (
 UTILISATION_COLUMNS = (
     ("workload", "workload", "s"),
     ("dtype", "dtype", "s"),
+    ("backbone", "backbone code", "s"),
     ("phase", "phase", "s"),
     ("gflop", "GFLOP / call", ".1f"),
     ("seconds", "s / call", ".2f"),

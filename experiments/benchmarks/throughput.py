@@ -84,7 +84,7 @@ def child_main(args: argparse.Namespace) -> None:
     elif args.child == "utilisation":
         from utilisation import measure_utilisation
 
-        result = {"rows": measure_utilisation(config, args.dtype)}
+        result = {"rows": measure_utilisation(config, args.dtype, backbone=args.baseline)}
     else:
         raise SystemExit(f"unknown arm {args.child!r}")
     Path(args.result).write_text(json.dumps(result))
@@ -237,21 +237,22 @@ def rewrite_report(args: argparse.Namespace, notes: list[str]) -> Path:
     util_path = OUT / f"utilisation_runs{suffix}.parquet"
     util = pd.read_parquet(util_path) if util_path.exists() else pd.DataFrame()
     if len(util):
-        util = util.groupby(["workload", "dtype", "phase"], as_index=False).median(numeric_only=True)
+        util = with_backbone(util).groupby(["workload", "dtype", "backbone", "phase"], as_index=False).median(numeric_only=True)
     args.reps = int(runs["rep"].max()) + 1
     return write_report(runs, util, args, notes)
 
 
 def utilisation_rows(workload: str, rep: int, args: argparse.Namespace, scratch: Path, notes: list[str]) -> list[dict[str, Any]]:
-    """Utilisation of the engine on ``workload`` in float32 and bfloat16 (``utilisation.py``)."""
+    """Utilisation of the engine on ``workload`` in float32 and bfloat16, and of the baselines'
+    reference backbone in float32 (``utilisation.py``)."""
     out = []
-    for dtype in ("float32", "bfloat16"):
+    for dtype, backbone in (("float32", "package"), ("bfloat16", "package"), ("float32", "reference")):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "utilisation", "--workload", workload,
-               "--algorithm", "promptfl", "--dtype", dtype, "--result", str(scratch / "u.json")]  # fmt: skip
+               "--algorithm", "promptfl", "--dtype", dtype, "--baseline", backbone, "--result", str(scratch / "u.json")]  # fmt: skip
         try:
             res = run_child(cmd + (["--quick"] if args.quick else []), scratch / "u.json", args.timeout)
         except RuntimeError as exc:
-            notes.append(f"utilisation {workload} {dtype} failed: {str(exc).splitlines()[-1]}")
+            notes.append(f"utilisation {workload} {dtype} {backbone} failed: {str(exc).splitlines()[-1]}")
             continue
         out += [{**r, "rep": rep} for r in res["rows"]]
     return out
@@ -268,6 +269,11 @@ def kept_runs(args: argparse.Namespace) -> pd.DataFrame:
     return saved[~saved["section"].isin(args.sections)]
 
 
+def with_backbone(util: pd.DataFrame) -> pd.DataFrame:
+    """Utilisation rows saved before the reference backbone was measured are the package's."""
+    return util if "backbone" in util else util.assign(backbone="package")
+
+
 def save(rows: list[dict[str, Any]], util_rows: list[dict[str, Any]], args: argparse.Namespace, notes: list[str]) -> Path:
     """Write the runs so far (Parquet) and the report (Markdown): a long run keeps what it measured."""
     runs = pd.concat([getattr(args, "kept", pd.DataFrame()), pd.DataFrame(rows)], ignore_index=True)
@@ -276,9 +282,13 @@ def save(rows: list[dict[str, Any]], util_rows: list[dict[str, Any]], args: argp
     if len(runs):
         runs.to_parquet(OUT / f"throughput_runs{suffix}.parquet", index=False)
     util = pd.DataFrame(util_rows)
+    util_path = OUT / f"utilisation_runs{suffix}.parquet"
     if len(util):
-        util.to_parquet(OUT / f"utilisation_runs{suffix}.parquet", index=False)
-        util = util.groupby(["workload", "dtype", "phase"], as_index=False).median(numeric_only=True)
+        util.to_parquet(util_path, index=False)
+    elif args.merge and util_path.exists():  # not re-measured: the saved table stays in the report
+        util = pd.read_parquet(util_path)
+    if len(util):
+        util = with_backbone(util).groupby(["workload", "dtype", "backbone", "phase"], as_index=False).median(numeric_only=True)
     return write_report(runs, util, args, notes) if len(runs) else OUT
 
 
