@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 KEYS = ["section", "workload", "arm", "dtype", "baseline"]
-ARM_ORDER = {"dp2fl-ray": 0, "naive": 1, "flower": 2}
+ARM_ORDER = {"dp2fl-ray": 0, "dp2fl-ray+compile": 0.5, "naive": 1, "flower": 2}
 BASELINE_ORDER = {"-": 0, "reference": 1, "package": 2}
 
 
