@@ -27,6 +27,9 @@ Precision: with ``bfloat16`` the matrices are cast to bf16 ONCE here (autocast w
 every frozen weight again on every call) and the GEMMs run in bf16 with float32
 residuals, LayerNorms and attention (the CPU's bf16 flash-attention backward is several
 times slower than float32's, and attention is a small share of the FLOPs).
+
+``model.compile: true`` runs the Q/K/V projection and the post-attention tail of every layer
+through torch.compile (``compiled.py``); the bucketed attention loop stays eager.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dp2fl_ray.models.base import rowwise
+from dp2fl_ray.models.compiled import compiled_projection, compiled_tail, pure_activation
 
 ATTENTION_BUCKET = 8  # a sample's attention block: its attended tokens, rounded up to a multiple of this
 
@@ -95,9 +99,30 @@ class PackedLayer(nn.Module):
             self.register_buffer(name, tensor.detach().to(dtype).contiguous(), persistent=False)
         self.ln1, self.ln2 = layer.attention.output.LayerNorm, layer.output.LayerNorm
         self.act = layer.intermediate.intermediate_act_fn
+        self.pure_act = pure_activation(self.act)  # the same function, one compiled graph for all layers
+        self.compiled = False  # model.compile: the row-wise pieces run torch.compile'd (compiled.py)
 
     def _linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return rowwise(lambda t: F.linear(t, w, b), x.to(self.dtype))  # (R, d_out) in the compute dtype
+
+    def _project(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``x (R, d)`` -> ``(R, d_out)`` float32: the Q/K/V (or K/V-only) projection."""
+        if self.compiled:
+            return compiled_projection(x, w, b, self.dtype)
+        return self._linear(x, w, b).float()
+
+    def _tail(self, o: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Attention output ``o (R, d)`` and layer input ``h (R, d)`` -> the layer's output ``(R, d)``."""
+        if self.compiled:
+            weights = (
+                self.out_w, self.out_b, self.ln1.weight, self.ln1.bias, self.ffn_w, self.ffn_b,
+                self.ffo_w, self.ffo_b, self.ln2.weight, self.ln2.bias,
+            )  # fmt: skip
+            eps = (float(self.ln1.eps), float(self.ln2.eps))
+            return compiled_tail(o, h, weights, eps, self.pure_act, self.dtype)
+        a = self.ln1(self._linear(o, self.out_w, self.out_b).float() + h)  # (R, d)
+        inner = self.act(self._linear(a, self.ffn_w, self.ffn_b))  # (R, ffn)
+        return self.ln2(self._linear(inner, self.ffo_w, self.ffo_b).float() + a)  # (R, d)
 
     def forward(
         self,
@@ -111,10 +136,10 @@ class PackedLayer(nn.Module):
         their next states ``(R, d)``. ``kv (P, d)`` at ``kv_rows``: more tokens that are only
         attended to (their own next states are not computed)."""
         d = h.shape[1]
-        qkv = self._linear(h, self.qkv_w, self.qkv_b).float()  # (R, 3d)
+        qkv = self._project(h, self.qkv_w, self.qkv_b)  # (R, 3d)
         at = rows
         if kv is not None and kv_rows is not None:
-            kv_only = self._linear(kv, self.qkv_w[d:], self.qkv_b[d:]).float()  # (P, 2d): no query
+            kv_only = self._project(kv, self.qkv_w[d:], self.qkv_b[d:])  # (P, 2d): no query
             qkv = torch.cat([qkv, F.pad(kv_only, (d, 0))])  # (R + P, 3d), zero queries for the K/V-only rows
             at = torch.cat([rows, kv_rows])
         buffer = qkv.new_zeros(layout.rows, 3 * d).index_copy_(0, at, qkv)  # in place: no clone
@@ -126,9 +151,7 @@ class PackedLayer(nn.Module):
                 o = F.scaled_dot_product_attention(q, k, v, attn_mask=keys[:, None, None, :], scale=self.scaling)
             blocks.append(o.transpose(1, 2).reshape(count * length, d))
         o = torch.cat(blocks)[rows] if len(blocks) > 1 else blocks[0][rows]  # (R, d)
-        a = self.ln1(self._linear(o, self.out_w, self.out_b).float() + h)  # (R, d)
-        inner = self.act(self._linear(a, self.ffn_w, self.ffn_b))  # (R, ffn)
-        return self.ln2(self._linear(inner, self.ffo_w, self.ffo_b).float() + a)  # (R, d)
+        return self._tail(o, h)  # (R, d)
 
 
 class PackedEncoder(nn.Module):
@@ -137,6 +160,11 @@ class PackedEncoder(nn.Module):
     def __init__(self, layers: Sequence[nn.Module], dtype: torch.dtype) -> None:
         super().__init__()
         self.layers = nn.ModuleList(PackedLayer(layer, dtype) for layer in layers)
+
+    def use_compiled(self, on: bool = True) -> None:
+        """Run every layer's row-wise pieces torch.compile'd (``model.compile``; ``compiled.py``)."""
+        for layer in self.layers:
+            layer.compiled = on
 
     def prompt_states_read(self, j: int, depth: int) -> bool:
         """Whether anybody reads the prompt slots' states after layer ``j``: only when layer

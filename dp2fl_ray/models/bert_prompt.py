@@ -38,6 +38,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from dp2fl_ray.errors import ModelError
 from dp2fl_ray.models.base import DualPromptModel
 from dp2fl_ray.models.bert_packed import PackedEncoder
+from dp2fl_ray.models.compiled import warm_up
 from dp2fl_ray.models.prompt_ops import (
     coupled_prompts,
     deep_prompt_layouts,
@@ -97,6 +98,28 @@ class BertPrompt(DualPromptModel):
         self.to(device)
         # after .to: in float32 its matrices are views of the encoder's (only Q/K/V fused is new)
         self.packed = PackedEncoder(list(self.layers), dtype).eval()
+
+    def use_compiled_layers(self) -> None:
+        """``model.compile: true``: torch.compile the packed layers' row-wise pieces, and pay
+        the compile cost now, on the model's device.
+
+        Warms up every autograd mode the engine runs (training with a backward, ``no_grad``
+        as in ``initial_prompts``, ``inference_mode`` as in evaluation) on two class names,
+        so no round pays for compiling and a broken compiler fails here (``ModelError``).
+        """
+        self.packed.use_compiled(True)
+        ids = self.class_ids[:2]  # (2, L)
+        shape = (ids.shape[0], self.depth, self.n_ctx, self.bert.config.hidden_size)
+
+        def passes() -> None:
+            prompts = torch.zeros(shape, device=self.device, requires_grad=True)  # (2, J, n, d): any values
+            self.text_features(ids, prompts).sum().backward()
+            with torch.no_grad():
+                self.text_features(ids, prompts)
+            with torch.inference_mode():
+                self.text_features(ids, prompts)
+
+        warm_up(passes, self.device)
 
     @property
     def embeddings(self) -> nn.Module:

@@ -7,6 +7,9 @@ online): ``CLIPModel.from_pretrained(model.path)``, timm weights at ``model.path
 ``model.name``, ``AutoModel.from_pretrained(model.path)``. With ``model.path: null`` a tiny
 random backbone is built from ``model.tiny`` (smoke runs and tests): deterministic, so every
 worker builds the same backbone.
+
+``model.compile: true`` (``bert`` only) torch.compiles the packed layers' row-wise pieces and
+warms them up here, after the model is on its device (``compiled.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dp2fl_ray.models.memory import check_device_memory
 from dp2fl_ray.models.bert_loading import build_tiny_bert, load_bert
 from dp2fl_ray.models.bert_prompt import BertPrompt
 from dp2fl_ray.models.clip_maple import ClipMaple
+from dp2fl_ray.models.compiled import check_supported
 from dp2fl_ray.models.tokenizer import BOS, EOS, PAD, SPECIAL_IDS, build_word_tokenizer
 from dp2fl_ray.models.vit_prompt import ViTPrompt, build_tiny_vit, load_vit
 
@@ -156,7 +160,8 @@ def build_model(
             the backbone on a GPU (``models/memory.py``).
 
     Raises:
-        ModelError: unknown backbone, missing or broken weights, prompts deeper than the model.
+        ModelError: unknown backbone, missing or broken weights, prompts deeper than the model,
+            ``model.compile`` with a backbone other than ``bert`` or where torch.compile fails.
     """
     builder = BUILDERS.get(model_cfg.backbone)
     if builder is None:
@@ -165,11 +170,11 @@ def build_model(
             f"available: {', '.join(BACKBONES)}"
         )
     if model_cfg.compile:
-        raise ModelError(
-            "model.compile: true is not implemented in this version (torch.compile of the backbone "
-            "passes is planned); set model.compile: false"
-        )
+        check_supported(model_cfg.backbone)
     device = resolve_device(model_cfg.device)
     model = builder(model_cfg, class_names, texts, torch.device("cpu"))
     check_device_memory(model, device, gpus_per_worker)
-    return model.place(device)
+    model.place(device)
+    if model_cfg.compile and isinstance(model, BertPrompt):
+        model.use_compiled_layers()  # compiles on the device, once per process: the warm-up
+    return model

@@ -2,11 +2,14 @@
 cross-evaluation block, as a backbone worker runs them (one torch thread).
 
     .venv/bin/python experiments/benchmarks/profile_engine.py [--workload minilm] [--dtype bfloat16]
+        [--compile] [--no-profile] [--phases train,crosseval]
 
 Prints the top operators by self CPU time for the two phases (training: a slice of 5
 clients; cross-evaluation: 10 models on 5 validation sets, one worker's half of a 10 x 10
 round) and the wall time of each, so optimisations can be judged against where the time
-really goes.
+really goes. Each phase runs once to warm up, once timed, once profiled (``--no-profile``:
+wall times only). ``--compile`` sets ``model.compile: true`` (bert only): the build time
+printed first then includes the torch.compile warm-up; the phases are timed after it.
 """
 
 from __future__ import annotations
@@ -54,21 +57,39 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--compile", action="store_true", help="model.compile: true (bert only)")
+    parser.add_argument("--no-profile", action="store_true", help="wall times only, no operator tables")
+    parser.add_argument("--phases", default="train,crosseval", help="comma-separated subset of the two")
     parser.add_argument("--out", help="also write the tables to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    core = WorkerCore(workload_config(args.workload, dtype=args.dtype), num_threads=args.threads)
+    config = workload_config(args.workload, dtype=args.dtype)
+    if args.compile:
+        config = config.with_overrides(["model.compile=true"])
+    start = time.perf_counter()
+    core = WorkerCore(config, num_threads=args.threads)
+    mode = "compiled" if args.compile else "eager"
+    built = time.perf_counter() - start
+    print(f"== build ({mode}): {built:.2f} s wall (data, backbone and any compile warm-up) ==", flush=True)
     text = []
     for name, run in phases(core).items():
+        if name not in args.phases.split(","):
+            continue
         run()  # warm-up (first-call allocations, kernel selection)
         start, cpu = time.perf_counter(), time.process_time()
         run()
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            run()
-        text.append(f"\n== {name}: {wall:.2f} s wall, {cpu:.2f} s CPU ({args.workload}, {args.dtype}, {args.threads} thread) ==")
-        text.append(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=48))
-        print("\n".join(text[-2:]), flush=True)
+        what = f"{args.workload}, {args.dtype}, {mode}, {args.threads} thread"
+        lines = [f"\n== {name}: {wall:.2f} s wall, {cpu:.2f} s CPU ({what}) =="]
+        if not args.no_profile:
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                run()
+            table = prof.key_averages().table(
+                sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=48
+            )
+            lines.append(table)
+        print("\n".join(lines), flush=True)
+        text.extend(lines)
     if args.out:
         Path(args.out).write_text("\n".join(text) + "\n")
 

@@ -21,11 +21,3 @@ def test_a_backbone_that_fits_passes() -> None:
 def test_module_bytes_counts_parameters_and_buffers() -> None:
     layer = nn.BatchNorm1d(10)  # weight, bias (10 floats each) + running mean/var (10 each) + a counter
     assert module_bytes(layer) == 4 * 10 * 4 + 8
-
-
-def test_compile_flag_fails_fast_until_it_is_implemented() -> None:
-    from dp2fl_ray.config import config_from_dict
-    from dp2fl_ray.models.loader import build_model
-
-    with pytest.raises(ModelError, match="model.compile"):
-        build_model(config_from_dict({"model": {"compile": True}}).model, ["a", "b"])
