@@ -142,7 +142,7 @@ def write_report(runs: pd.DataFrame, util: pd.DataFrame, args: argparse.Namespac
         "# Throughput: dp2fl-ray vs a naive loop vs Flower's simulation engine",
         "",
         f"Written by `experiments/benchmarks/throughput.py{' --quick' if args.quick else ''}` on {stamp}; "
-        f"{os.cpu_count()} CPU cores, shared with other work (noisy): medians of {args.reps} interleaved runs.",
+        f"{os.cpu_count()} CPU cores ({cpu_description()}), shared with other work (noisy): medians of {args.reps} interleaved runs.",
         "client-updates/s = clients trained per round x rounds / wall time of the rounds (start-up apart). "
         "Peak RSS: the arm's whole process tree (Ray processes included), sampled every 0.2 s. "
         "CPU s / update: CPU seconds of that tree during the rounds per client-update; steadier than wall "
@@ -156,7 +156,7 @@ def write_report(runs: pd.DataFrame, util: pd.DataFrame, args: argparse.Namespac
         text += ["## Utilisation of the backbone passes (one worker, one thread)", "", markdown_table(util, UTILISATION_COLUMNS), ""]
     text += [f"- {n}" for n in notes]
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / ("throughput_quick.md" if args.quick else "throughput.md")
+    path = OUT / f"throughput{output_suffix(args)}.md"
     path.write_text("\n".join(text) + "\n")
     return path
 
@@ -169,6 +169,8 @@ def main() -> None:
     parser.add_argument("--sections", nargs="+", default=["promptfl", "dp2fl"], choices=["promptfl", "dp2fl"])
     parser.add_argument("--arms", nargs="+", default=["dp2fl-ray", "naive", "flower"],
                         help=f"arms to run; dp2fl-ray{COMPILED} is dp2fl-ray with model.compile: true")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
+                        help="model.dtype of the arms to run (bfloat16 only where the CPU has native bf16 matmul)")
     parser.add_argument("--baselines", nargs="+", default=["reference", "package"], choices=["reference", "package"],
                         help="backbone implementations the naive and Flower arms run")
     parser.add_argument("--no-utilisation", action="store_true")
@@ -176,6 +178,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite the report from the saved Parquet runs (rows with valid == False dropped)")
     parser.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
+    parser.add_argument("--tag", default="", help="write throughput_<tag>.md and *_runs_<tag>.parquet (e.g. another machine)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the saved runs of the sections this invocation does not run (their rows "
                              "keep their own 'measured' date); a section is always measured whole, in one run")
@@ -202,7 +205,8 @@ def main() -> None:
         notes.append(f"Flower arm skipped: no {BENCH_PYTHON} (python3 -m venv .venv-bench; pip install 'flwr[simulation]' and this package)")
     scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"dp2fl-throughput-{os.getpid()}"
     scratch.mkdir(parents=True, exist_ok=True)
-    plan = [p for p in PLAN if p[0] in args.sections and p[1] in arms and p[3] in ("-", *args.baselines)]
+    plan = [p for p in PLAN if p[0] in args.sections and p[1] in arms and p[2] in args.dtypes
+            and p[3] in ("-", *args.baselines)]  # fmt: skip
     rows: list[dict[str, Any]] = []
     util_rows: list[dict[str, Any]] = []
     args.kept = kept_runs(args) if args.merge else pd.DataFrame()
@@ -237,7 +241,7 @@ def main() -> None:
 
 def rewrite_report(args: argparse.Namespace, notes: list[str]) -> Path:
     """The report again from the saved runs, without the rows marked ``valid == False``."""
-    suffix = "_quick" if args.quick else ""
+    suffix = output_suffix(args)
     runs = pd.read_parquet(OUT / f"throughput_runs{suffix}.parquet")
     if "valid" in runs:
         runs = runs[runs["valid"].fillna(True).astype(bool)]
@@ -254,6 +258,8 @@ def utilisation_rows(workload: str, rep: int, args: argparse.Namespace, scratch:
     reference backbone in float32 (``utilisation.py``)."""
     out = []
     for dtype, backbone in (("float32", "package"), ("bfloat16", "package"), ("float32", "reference")):
+        if dtype not in args.dtypes:
+            continue
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "utilisation", "--workload", workload,
                "--algorithm", "promptfl", "--dtype", dtype, "--baseline", backbone, "--result", str(scratch / "u.json")]  # fmt: skip
         try:
@@ -265,9 +271,23 @@ def utilisation_rows(workload: str, rep: int, args: argparse.Namespace, scratch:
     return out
 
 
+def cpu_description() -> str:
+    """The CPU's model name and whether it has native bf16 matmul (AVX-512 BF16 or AMX)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    bf16 = "native bf16" if flags & {"avx512_bf16", "amx_bf16"} else "no native bf16"
+    return f"{name}, {'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX'}, {bf16}"
+
+
+def output_suffix(args: argparse.Namespace) -> str:
+    """What the output files' names end with: ``_quick`` for smoke runs, ``_<tag>`` with ``--tag``."""
+    return ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
+
+
 def kept_runs(args: argparse.Namespace) -> pd.DataFrame:
     """With ``--merge``: the saved runs of the sections not being measured now."""
-    path = OUT / f"throughput_runs{'_quick' if args.quick else ''}.parquet"
+    path = OUT / f"throughput_runs{output_suffix(args)}.parquet"
     if not path.exists():
         return pd.DataFrame()
     saved = pd.read_parquet(path)
@@ -285,7 +305,7 @@ def save(rows: list[dict[str, Any]], util_rows: list[dict[str, Any]], args: argp
     """Write the runs so far (Parquet) and the report (Markdown): a long run keeps what it measured."""
     runs = pd.concat([getattr(args, "kept", pd.DataFrame()), pd.DataFrame(rows)], ignore_index=True)
     OUT.mkdir(parents=True, exist_ok=True)
-    suffix = "_quick" if args.quick else ""
+    suffix = output_suffix(args)
     if len(runs):
         runs.to_parquet(OUT / f"throughput_runs{suffix}.parquet", index=False)
     util = pd.DataFrame(util_rows)
