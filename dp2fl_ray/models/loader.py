@@ -23,11 +23,11 @@ from transformers import AutoTokenizer, CLIPConfig, CLIPModel, PreTrainedModel, 
 
 from dp2fl_ray.errors import ModelError
 from dp2fl_ray.models.base import DualPromptModel
-from dp2fl_ray.models.memory import check_device_memory
 from dp2fl_ray.models.bert_loading import build_tiny_bert, load_bert
 from dp2fl_ray.models.bert_prompt import BertPrompt
 from dp2fl_ray.models.clip_maple import ClipMaple
 from dp2fl_ray.models.compiled import check_supported
+from dp2fl_ray.models.memory import check_device_memory
 from dp2fl_ray.models.tokenizer import BOS, EOS, PAD, SPECIAL_IDS, build_word_tokenizer
 from dp2fl_ray.models.vit_prompt import ViTPrompt, build_tiny_vit, load_vit
 
