@@ -146,7 +146,7 @@ def warm_up(run: Callable[[], Any], device: torch.device) -> None:
     """
     try:
         run()
-    except Exception as exc:
+    except Exception as exc:  # any compile failure calls for the same fix
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ModelError(
             f"model.compile: true but torch.compile failed while warming up the backbone on {device}: "
