@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from model_samples import LABELS, NAMES, TEXTS, prompt_rows
 from transformers import AutoModel, DistilBertConfig, DistilBertModel
 
 from dp2fl_ray.config import ExperimentConfig
@@ -20,18 +21,6 @@ from dp2fl_ray.models.bert_prompt import LOGIT_SCALE, BertPrompt
 from dp2fl_ray.models.bert_reference import reference_twin
 from dp2fl_ray.models.loader import build_model
 
-NAMES = ["weather", "alarm", "play_music", "book_flight"]
-TEXTS = [
-    "will it rain tomorrow",
-    "is it sunny in paris",
-    "wake me up at seven",
-    "set an alarm for noon",
-    "put on some jazz",
-    "play my running playlist",
-    "get me a plane ticket to rome",
-    "book a flight home",
-]
-LABELS = [0, 0, 1, 1, 2, 2, 3, 3]
 # Ten intents with one everyday query each, for the zero-shot check of the real MiniLM.
 INTENTS = [
     "weather",
@@ -77,14 +66,6 @@ def minilm(tiny_config: ExperimentConfig) -> BertPrompt:
     built = build_model(cfg.model, INTENTS)
     assert isinstance(built, BertPrompt)
     return built
-
-
-def _rows(model: DualPromptModel, m: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    task, data = model.initial_prompts(0)
-    gen = torch.Generator().manual_seed(seed)
-    return task + 0.05 * torch.randn(m, task.shape[0], generator=gen), data + 0.05 * torch.randn(
-        m, data.shape[0], generator=gen
-    )
 
 
 def _logits(
@@ -161,7 +142,7 @@ def test_packed_encoder_with_prompts_equals_the_padded_reference_forward_and_bac
     ids, labels, owner = packed.encode(TEXTS), torch.tensor(LABELS), torch.tensor([0, 1, 2] * 2 + [0, 1])
     worst = {}
     for name, m in (("packed", packed), ("reference", reference)):
-        task, data = (r.requires_grad_(True) for r in _rows(packed, 3, seed=depth))
+        task, data = (r.requires_grad_(True) for r in prompt_rows(packed, 3, seed=depth))
         logits = _logits(m, ids, task, data, owner)
         F.cross_entropy(logits, labels).backward()
         worst[name] = (logits.detach(), task.grad, data.grad)
@@ -171,7 +152,7 @@ def test_packed_encoder_with_prompts_equals_the_padded_reference_forward_and_bac
 
 
 def test_real_minilm_packed_equals_the_padded_reference_with_prompts(minilm: BertPrompt) -> None:
-    task, data = _rows(minilm, 2)
+    task, data = prompt_rows(minilm, 2)
     ids, owner = minilm.encode(QUERIES), torch.tensor([0, 1] * 5)
     with torch.no_grad():
         got, want = _logits(minilm, ids, task, data, owner), _logits(reference_twin(minilm), ids, task, data, owner)
@@ -180,7 +161,7 @@ def test_real_minilm_packed_equals_the_padded_reference_with_prompts(minilm: Ber
 
 
 def test_logits_do_not_depend_on_how_much_padding_follows(model: BertPrompt) -> None:
-    task, data = _rows(model, 2)
+    task, data = prompt_rows(model, 2)
     ids, owner = model.encode(TEXTS), torch.tensor([0, 1] * 4)
     padded = torch.cat([ids, torch.full((len(TEXTS), 9), model.tokenizer.pad_token_id)], dim=1)  # (N, L + 9)
     torch.testing.assert_close(
@@ -189,7 +170,7 @@ def test_logits_do_not_depend_on_how_much_padding_follows(model: BertPrompt) -> 
 
 
 def test_prompt_tokens_are_attended_at_every_prompted_layer(model: BertPrompt) -> None:
-    task, data = _rows(model, 1)
+    task, data = prompt_rows(model, 1)
     ids = model.encode(TEXTS[:2])
     base = _logits(model, ids, task, data, _zeros(2))
     parts = model.task_layout.unflatten(task)
@@ -216,7 +197,7 @@ def test_head_starts_as_scaled_class_name_features(model: BertPrompt) -> None:
 
 
 def test_only_prompt_rows_receive_gradients(model: BertPrompt) -> None:
-    task, data = (r.requires_grad_(True) for r in _rows(model, 2))
+    task, data = (r.requires_grad_(True) for r in prompt_rows(model, 2))
     _logits(model, model.encode(TEXTS[:3]), task, data, torch.tensor([0, 1, 1])).sum().backward()
     assert task.grad is not None and task.grad.abs().sum() > 0
     assert data.grad is not None and data.grad.abs().sum() > 0
@@ -224,7 +205,7 @@ def test_only_prompt_rows_receive_gradients(model: BertPrompt) -> None:
 
 
 def test_each_sample_uses_its_owner_prompts_bit_for_bit_whatever_its_batch(model: BertPrompt) -> None:
-    task, data = _rows(model, 3)
+    task, data = prompt_rows(model, 3)
     ids, owner = model.encode(TEXTS[:4]), torch.tensor([2, 0, 1, 2])
     together = _logits(model, ids, task, data, owner)
     for n in range(4):
@@ -259,7 +240,7 @@ def test_batched_engine_equals_training_and_evaluating_each_client_alone(model: 
     picks = [[0, 2, 4, 6, 1], [1, 3, 5, 7, 0, 2, 6], [2, 5, 7]]  # overlapping clients of different sizes
     clients = [ClientData(ids[p], labels[p]) for p in picks]
     hp = LocalTraining(epochs=2, batch_size=3, lr=0.1, momentum=0.9, weight_decay=1e-3)
-    task, data = _rows(model, 3, seed=2)
+    task, data = prompt_rows(model, 3, seed=2)
     seeds = [21, 22, 23]
     out = train_clients(model, task, data, clients, hp, seeds)
     worst = 0.0
@@ -290,7 +271,7 @@ def test_saved_encoder_and_tokenizer_load_back_through_model_path(
     assert torch.equal(loaded.encode(TEXTS), model.encode(TEXTS))
     for a, b in zip(loaded.initial_prompts(0), model.initial_prompts(0)):
         torch.testing.assert_close(a, b)
-    task, data = _rows(model, 2)
+    task, data = prompt_rows(model, 2)
     owner = torch.tensor([0, 1] * 4)
     torch.testing.assert_close(
         _logits(loaded, model.encode(TEXTS), task, data, owner),

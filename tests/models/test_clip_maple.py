@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_samples import prompt_rows
 from transformers import AutoTokenizer, CLIPModel
 
 from dp2fl_ray.config import ExperimentConfig
@@ -23,14 +24,6 @@ def model(tiny_config: ExperimentConfig) -> ClipMaple:
     return built
 
 
-def _rows(model: ClipMaple, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-    task, data = model.initial_prompts(0)
-    gen = torch.Generator().manual_seed(1)
-    return (
-        task + 0.05 * torch.randn(m, task.shape[0], generator=gen),
-        data + 0.05 * torch.randn(m, data.shape[0], generator=gen),
-    )
-
 
 def test_backbone_is_frozen_and_in_eval_mode(model: ClipMaple) -> None:
     assert not any(p.requires_grad for p in model.parameters())
@@ -45,7 +38,7 @@ def test_prompt_layouts_follow_the_backbone_config(model: ClipMaple) -> None:
 
 
 def test_only_prompt_rows_receive_gradients(model: ClipMaple) -> None:
-    task, data = _rows(model, 2)
+    task, data = prompt_rows(model, 2)
     task.requires_grad_(True)
     data.requires_grad_(True)
     images = torch.rand(3, 3, 8, 8)
@@ -58,7 +51,7 @@ def test_only_prompt_rows_receive_gradients(model: ClipMaple) -> None:
 
 
 def test_each_sample_uses_its_owner_prompts(model: ClipMaple) -> None:
-    task, data = _rows(model, 3)
+    task, data = prompt_rows(model, 3)
     images = torch.rand(4, 3, 8, 8)
     owner = torch.tensor([2, 0, 1, 2])
     together = model.logits(images, task, data, owner, model.class_features(task))
@@ -113,7 +106,7 @@ def test_saved_tiny_clip_loads_back_through_model_path(
     assert AutoTokenizer.from_pretrained(tmp_path).eos_token_id == tok.eos_token_id
     loaded_cfg = tiny_config.with_overrides([f"model.path={tmp_path}"])
     loaded = build_model(loaded_cfg.model, NAMES)
-    task, data = _rows(model, 2)
+    task, data = prompt_rows(model, 2)
     images = torch.rand(2, 3, 8, 8)
     owner = torch.tensor([0, 1])
     want = model.logits(images, task, data, owner, model.class_features(task))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from model_samples import LABELS, NAMES, TEXTS, prompt_rows
 
 from dp2fl_ray.config import ExperimentConfig
 from dp2fl_ray.engine import ClientData, LocalTraining, evaluate_pairs, train_clients
@@ -23,18 +24,6 @@ from dp2fl_ray.models.base import DualPromptModel
 from dp2fl_ray.models.compiled import warm_up
 from dp2fl_ray.models.loader import build_model
 
-NAMES = ["weather", "alarm", "play_music", "book_flight"]
-TEXTS = [
-    "will it rain tomorrow",
-    "is it sunny in paris",
-    "wake me up at seven",
-    "set an alarm for noon",
-    "put on some jazz",
-    "play my running playlist",
-    "get me a plane ticket to rome",
-    "book a flight home",
-]
-LABELS = [0, 0, 1, 1, 2, 2, 3, 3]
 # How close compiled results stay to eager ones (inductor fuses and rounds differently).
 # float32: measured ~4e-6 on logits of magnitude ~20, ~1e-7 on gradients.
 TOLERANCE = {"float32": 1e-5, "bfloat16": 1e-3}
@@ -64,15 +53,6 @@ def models(request: pytest.FixtureRequest, tiny_config: ExperimentConfig) -> tup
     compiled = build_model(cfg.with_overrides(["model.compile=true"]).model, NAMES, texts=TEXTS)
     return request.param, (eager, compiled)
 
-
-def _rows(model: DualPromptModel, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``m`` prompt rows near the eager model's initial prompts (the same for both models)."""
-    task, data = model.initial_prompts(0)
-    gen = torch.Generator().manual_seed(1)
-    return (
-        task + 0.05 * torch.randn(m, task.shape[0], generator=gen),
-        data + 0.05 * torch.randn(m, data.shape[0], generator=gen),
-    )
 
 
 def _loss_and_grads(
@@ -122,7 +102,7 @@ def test_without_a_cxx_compiler_the_build_fails_with_a_model_error(tmp_path: Pat
 def test_compiled_loss_and_prompt_gradients_match_eager(models: tuple[str, Pair]) -> None:
     dtype, (eager, compiled) = models
     tol = TOLERANCE[dtype]
-    rows = _rows(eager, 3)
+    rows = prompt_rows(eager, 3)
     for want, got in zip(_loss_and_grads(eager, rows), _loss_and_grads(compiled, rows)):
         torch.testing.assert_close(got, want, rtol=tol, atol=tol * want.abs().max().item())
 
@@ -132,7 +112,7 @@ def test_compiled_local_training_and_evaluation_match_eager(models: tuple[str, P
     tol = TOLERANCE[dtype]
     hp = LocalTraining(epochs=2, batch_size=3, lr=0.1, momentum=0.9)
     outs = []
-    task, data = _rows(eager, 3)
+    task, data = prompt_rows(eager, 3)
     for model in (eager, compiled):
         trained = train_clients(model, task, data, _clients(model), hp, [21, 22, 23])
         pairs = [(i, j) for i in range(3) for j in range(3)]
@@ -145,7 +125,7 @@ def test_compiled_local_training_and_evaluation_match_eager(models: tuple[str, P
 
 def test_compiled_results_do_not_depend_on_the_batch_a_sample_shares(models: tuple[str, Pair]) -> None:
     _, (eager, compiled) = models
-    task, data = _rows(eager, 2)
+    task, data = prompt_rows(eager, 2)
     ids = compiled.encode(TEXTS)
     owner = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
     with torch.inference_mode():
@@ -159,7 +139,7 @@ def test_compiled_results_do_not_depend_on_the_batch_a_sample_shares(models: tup
 def test_after_the_build_no_batch_shape_or_autograd_mode_compiles_again(models: tuple[str, Pair]) -> None:
     _, (eager, compiled) = models
     hp = LocalTraining(epochs=1, batch_size=5, lr=0.1)
-    task, data = _rows(eager, 3)
+    task, data = prompt_rows(eager, 3)
     with torch._dynamo.config.patch(error_on_recompile=True):  # the warm-up at build covered everything
         trained = train_clients(compiled, task, data, _clients(compiled), hp, [1, 2, 3])
         evaluate_pairs(compiled, trained.task, trained.data, _clients(compiled), [(0, 1), (2, 2)], 7)

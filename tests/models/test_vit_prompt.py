@@ -10,6 +10,7 @@ import safetensors.torch
 import timm
 import torch
 import torch.nn.functional as F
+from model_samples import prompt_rows
 
 from dp2fl_ray.config import ExperimentConfig
 from dp2fl_ray.engine import ClientData, LocalTraining, evaluate_pairs, train_clients
@@ -34,14 +35,6 @@ def model(vit_config: ExperimentConfig) -> ViTPrompt:
     built = build_model(vit_config.model, NAMES)
     assert isinstance(built, ViTPrompt)
     return built
-
-
-def _rows(model: DualPromptModel, m: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    task, data = model.initial_prompts(0)
-    gen = torch.Generator().manual_seed(seed)
-    return task + 0.05 * torch.randn(m, task.shape[0], generator=gen), data + 0.05 * torch.randn(
-        m, data.shape[0], generator=gen
-    )
 
 
 def _logits(
@@ -73,7 +66,7 @@ def test_initial_couplings_are_the_identity_and_prompts_a_function_of_the_seed(m
 
 
 def test_logits_are_the_linear_head_on_image_features(model: ViTPrompt) -> None:
-    task, data = _rows(model, 1)
+    task, data = prompt_rows(model, 1)
     images, owner = torch.rand(3, 3, 8, 8), torch.zeros(3, dtype=torch.long)
     head = model.task_layout.unflatten(task)
     feats = model.image_features(images, task, data, owner)
@@ -90,7 +83,7 @@ def test_images_of_any_size_are_resized_and_normalised_with_timm_config(model: V
 
 
 def test_only_prompt_rows_receive_gradients(model: ViTPrompt) -> None:
-    task, data = (r.requires_grad_(True) for r in _rows(model, 2))
+    task, data = (r.requires_grad_(True) for r in prompt_rows(model, 2))
     _logits(model, torch.rand(3, 3, 8, 8), task, data, torch.tensor([0, 1, 1])).sum().backward()
     assert task.grad is not None and task.grad.abs().sum() > 0
     assert data.grad is not None and data.grad.abs().sum() > 0
@@ -98,7 +91,7 @@ def test_only_prompt_rows_receive_gradients(model: ViTPrompt) -> None:
 
 
 def test_each_sample_uses_its_owner_prompts_bit_for_bit_whatever_its_batch(model: ViTPrompt) -> None:
-    task, data = _rows(model, 3)
+    task, data = prompt_rows(model, 3)
     images, owner = torch.rand(4, 3, 8, 8), torch.tensor([2, 0, 1, 2])
     together = _logits(model, images, task, data, owner)
     for n in range(4):
@@ -145,7 +138,7 @@ def test_batched_engine_equals_training_and_evaluating_each_client_alone(model: 
         for n in (7, 10, 5)
     ]
     hp = LocalTraining(epochs=2, batch_size=4, lr=0.1, momentum=0.9, weight_decay=1e-3)
-    task, data = _rows(model, 3, seed=2)
+    task, data = prompt_rows(model, 3, seed=2)
     seeds = [11, 12, 13]
     out = train_clients(model, task, data, clients, hp, seeds)
     worst = 0.0
@@ -194,7 +187,7 @@ def test_saved_weights_load_back_through_model_path(
     )
     loaded = build_model(cfg.model, NAMES)
     direct = ViTPrompt(vit, C, 2, 3, torch.device("cpu"), torch.float32)
-    task, data = _rows(direct, 2)
+    task, data = prompt_rows(direct, 2)
     images, owner = torch.rand(2, 3, 20, 20), torch.tensor([0, 1])
     torch.testing.assert_close(
         _logits(loaded, images, task, data, owner), _logits(direct, images, task, data, owner)
