@@ -145,7 +145,9 @@ class FederationConfig(_Section):
     cohort: int = _spec(10, "[1, inf)")
     rounds: int = _spec(10, "[1, inf)")
     new_clients: int = _spec(2, "[0, inf)", hint="held-out clients for the global model")
-    max_eval_models: int = _spec(0, "[0, inf)", hint="0 = exact up to 128 clients a round, then 128 candidates")
+    max_eval_models: int = _spec(
+        0, "[0, inf)", hint="0 = exact up to 128 clients a round, then 128 candidates"
+    )
     joins: str = _spec("", pattern=r"(\d+@\d+(,\d+@\d+)*)?", hint="'COUNT@ROUND,...', e.g. '100@5,100@10'")
 
 
@@ -188,7 +190,9 @@ class RuntimeConfig(_Section):
     cpus_per_worker: float = _spec(1.0, "(0, inf)")
     gpus_per_worker: float = _spec(0.0, "[0, inf)")
     clients_per_slice: int = _spec(8, "[1, inf)", hint="at most; fewer when a slice would not fit in memory")
-    slice_memory_mib: float = _spec(0.0, "[0, inf)", hint="memory a training slice may use; 0 = half the worker's share of free memory")
+    slice_memory_mib: float = _spec(
+        0.0, "[0, inf)", hint="memory a training slice may use; 0 = half the worker's share of free memory"
+    )
     overlap_aggregation: bool = True  # DP2FL: step 5 on cross-evaluation blocks as they finish
     address: str | None = None  # None = start a local cluster
     max_retries: int = _spec(2, "[0, inf)", hint="times a failed slice is rerun")
@@ -432,9 +436,7 @@ def _copy_tree(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _copy_tree(v) if isinstance(v, Mapping) else v for k, v in data.items()}
 
 
-def load_config(
-    path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()
-) -> ExperimentConfig:
+def load_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Read a YAML config (or start from the defaults when ``path`` is None), then override.
 
     An empty file means all defaults.

@@ -50,12 +50,12 @@ from dp2fl_ray.sweep import (  # noqa: F401 -- load_sweep and co. are re-exporte
     METRICS,
     STATUS_FILE,
     SweepSpec,
+    _set_values,
     check_trials,
     load_sweep,
     sweep_from_dict,
     trial_bundles,
     trial_config,
-    _set_values,
 )
 
 

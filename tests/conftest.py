@@ -8,11 +8,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub look-up would hang ~45 s, 
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Iterator
 
-import pytest  # noqa: E402
+import pytest
 
-from dp2fl_ray.config import ExperimentConfig, config_from_dict  # noqa: E402
+from dp2fl_ray.config import ExperimentConfig, config_from_dict
 
 TINY = {"hidden": 64, "layers": 2, "heads": 4, "projection": 32, "image_size": 16, "patch_size": 8}
 
@@ -37,6 +37,8 @@ def ray_cluster() -> Iterator[None]:
     """One local Ray cluster shared by every Ray test of the session."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False
+    )
     yield
     ray.shutdown()

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"))
-from flops import bert_flops, count_flops  # noqa: E402
-from measure import cpu_between, tree_rss  # noqa: E402
-from naive import baseline_model  # noqa: E402
-from tables import SUMMARY_COLUMNS, markdown_table, summarise, updates_per_s  # noqa: E402
-from workloads import WORKLOADS, workload_config  # noqa: E402
+from flops import bert_flops, count_flops
+from measure import cpu_between, tree_rss
+from naive import baseline_model
+from tables import SUMMARY_COLUMNS, markdown_table, summarise, updates_per_s
+from workloads import WORKLOADS, workload_config
 
 
 def test_flop_counter_counts_a_linear_layer_forward_and_input_backward() -> None:
@@ -87,7 +87,10 @@ def test_without_a_reference_backbone_ratios_fall_back_to_the_package_one() -> N
     summary = summarise(runs[runs["baseline"] != "reference"]).set_index(["arm", "dtype", "baseline"])
     assert summary.loc[("dp2fl-ray", "float32", "-"), "x_flower"] == pytest.approx(0.75)
     old = runs[runs["baseline"] != "reference"].drop(columns="baseline")  # saved before the column existed
-    assert summarise(old).set_index(["arm", "dtype", "baseline"]).loc[("naive", "float32", "package"), "reps"] == 3
+    assert (
+        summarise(old).set_index(["arm", "dtype", "baseline"]).loc[("naive", "float32", "package"), "reps"]
+        == 3
+    )
 
 
 def test_markdown_table_has_a_row_per_arm_and_dashes_for_missing_ratios() -> None:
@@ -113,7 +116,9 @@ def test_baseline_arms_run_the_reference_or_the_package_backbone(tiny_config) ->
     from dp2fl_ray.models.bert_reference import ReferenceBertPrompt
     from dp2fl_ray.models.loader import build_model
 
-    bert = build_model(tiny_config.with_overrides(["model.backbone=bert"]).model, ["a", "b"], texts=["x y", "z"])
+    bert = build_model(
+        tiny_config.with_overrides(["model.backbone=bert"]).model, ["a", "b"], texts=["x y", "z"]
+    )
     twin = baseline_model(bert, "reference")
     assert isinstance(twin, ReferenceBertPrompt) and twin.bert is bert.bert  # same weights, other code
     assert baseline_model(bert, "package") is bert

@@ -64,7 +64,14 @@ SCHEMA_DEFAULTS: dict[str, Any] = {
             "samples_per_client": 40,
         },
     },
-    "federation": {"population": 10, "cohort": 10, "rounds": 10, "new_clients": 2, "max_eval_models": 0, "joins": ""},
+    "federation": {
+        "population": 10,
+        "cohort": 10,
+        "rounds": 10,
+        "new_clients": 2,
+        "max_eval_models": 0,
+        "joins": "",
+    },
     "algorithm": {
         "name": "dp2fl",
         "alpha": 1.2,
@@ -329,9 +336,7 @@ def test_failed_save_keeps_the_old_file_and_cleans_up(
         ({"algorithm": {"alpha": 0.9}}, "algorithm.alpha", ["0.9", "overlap"]),
     ],
 )
-def test_invalid_config_names_the_field(
-    data: dict[str, Any], field: str, needles: list[str]
-) -> None:
+def test_invalid_config_names_the_field(data: dict[str, Any], field: str, needles: list[str]) -> None:
     with pytest.raises(ConfigError) as info:
         config_from_dict(data)
     assert info.value.field == field
@@ -479,7 +484,10 @@ def test_any_invalid_numeric_value_raises_config_error_naming_the_field(
 def test_pfedme_step_sizes_that_would_diverge_are_refused() -> None:
     with pytest.raises(ConfigError, match="algorithm.lam"):
         config_from_dict({"algorithm": {"name": "pfedme", "lam": 15.0}, "train": {"lr": 0.1}})
-    assert config_from_dict({"algorithm": {"name": "pfedme", "lam": 15.0}, "train": {"lr": 0.035}}).algorithm.lam == 15.0
+    assert (
+        config_from_dict({"algorithm": {"name": "pfedme", "lam": 15.0}, "train": {"lr": 0.035}}).algorithm.lam
+        == 15.0
+    )
 
 
 def test_scientific_notation_floats_are_numbers_even_where_yaml_reads_strings() -> None:

@@ -29,7 +29,9 @@ def test_every_point_config_is_valid_and_tiny(scale) -> None:  # type: ignore[no
         for population in (*scale.POPULATIONS, scale.LARGE["population"]):
             cfg = config_from_dict(scale.point_config(population, scale.COHORT, scale.ROUNDS, backend))
             assert cfg.federation.population == population and cfg.store.backend == backend
-            assert cfg.federation.new_clients == 0 and cfg.model.tiny.layers == 1 and cfg.model.prompt.n_ctx == 1
+            assert (
+                cfg.federation.new_clients == 0 and cfg.model.tiny.layers == 1 and cfg.model.prompt.n_ctx == 1
+            )
     large = config_from_dict(scale.point_config(10_000_000, 1_000, 1, "sharded", max_eval_models=16))
     assert large.federation.cohort == 1_000 and large.federation.max_eval_models == 16
 
@@ -66,8 +68,12 @@ def test_store_rounds_count_shard_files_and_rows(scale, tmp_path: Path) -> None:
         "sharded", 1_000, 10, 3, 4, tmp_path / "store", shard_size=100, cache_shards=2, cache_mib=0.0
     )
     assert rows["clients_stored"].iloc[-1] <= 30 and rows["shards_touched"].le(10).all()
-    assert rows["shard_writes"].sum() > 0  # 10 clients over 10 shards, 2 cached, no byte budget: evictions write
-    budget = scale.store_rounds("sharded", 1_000, 10, 3, 4, tmp_path / "budget", shard_size=100, cache_shards=2)
+    assert (
+        rows["shard_writes"].sum() > 0
+    )  # 10 clients over 10 shards, 2 cached, no byte budget: evictions write
+    budget = scale.store_rounds(
+        "sharded", 1_000, 10, 3, 4, tmp_path / "budget", shard_size=100, cache_shards=2
+    )
     assert budget["shard_writes"].sum() == 0  # the default byte budget keeps sparse shards cached
     assert scale.dir_bytes(tmp_path / "store") > 0 and scale.dir_bytes(tmp_path / "missing") == 0
     memory = scale.store_rounds("memory", 1_000, 10, 2, 4, tmp_path / "unused")

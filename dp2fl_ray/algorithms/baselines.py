@@ -30,7 +30,9 @@ def fedavg(vectors: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return fedavg_weights(sizes) @ np.asarray(vectors, np.float64)
 
 
-def pfedme_server(global_vector: np.ndarray, local_vectors: np.ndarray, sizes: np.ndarray, beta: float) -> np.ndarray:
+def pfedme_server(
+    global_vector: np.ndarray, local_vectors: np.ndarray, sizes: np.ndarray, beta: float
+) -> np.ndarray:
     """pFedMe's server step: ``(1 - beta) * global + beta * fedavg(local)``."""
     if not 0 < beta <= 1:
         raise ValueError(f"beta must be in (0, 1], got {beta}")

@@ -62,7 +62,9 @@ def global_weights(
     if evaluated.all():
         totals = loss.sum(axis=1)  # (m,) S_i
     else:  # a limited cross-evaluation (NaN = not evaluated): S_i from the mean over what was
-        totals = np.where(evaluated, loss, 0.0).sum(axis=1) * loss.shape[1] / np.maximum(evaluated.sum(axis=1), 1)
+        totals = (
+            np.where(evaluated, loss, 0.0).sum(axis=1) * loss.shape[1] / np.maximum(evaluated.sum(axis=1), 1)
+        )
     if scheme == "fomo_sum":
         total = totals.sum()
         if m == 1 or total == 0:
@@ -336,7 +338,12 @@ def aggregate_round_sparse(
             alpha, beta, rnc_direction, eps,
         )  # fmt: skip
         new_data[k] = update.new_prompt
-        sets[rows], raw[rows], norm[rows], dist[rows] = update.sets, update.raw_weights, update.weights, update.distances
+        sets[rows], raw[rows], norm[rows], dist[rows] = (
+            update.sets,
+            update.raw_weights,
+            update.weights,
+            update.distances,
+        )
     task = np.asarray(updated_task, np.float64)
     return SparseRoundAggregation(
         weights, weighted_average(task, weights), weighted_average(data, weights), new_data,

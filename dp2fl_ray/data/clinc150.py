@@ -116,14 +116,10 @@ def _read_json(file: Path) -> Any:
         with file.open(encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError) as exc:
-        raise DataError(
-            f"{file} is not readable JSON ({exc}); fetch it again: {_FETCH}"
-        ) from exc
+        raise DataError(f"{file} is not readable JSON ({exc}); fetch it again: {_FETCH}") from exc
 
 
-def _classes_from_domains(
-    domain_map: Any, file: Path
-) -> tuple[tuple[str, ...], np.ndarray, tuple[str, ...]]:
+def _classes_from_domains(domain_map: Any, file: Path) -> tuple[tuple[str, ...], np.ndarray, tuple[str, ...]]:
     """``(class_names, domain id per class (C,) int64, domain_names)`` from ``domains.json``."""
     if not isinstance(domain_map, dict) or not domain_map:
         raise DataError(f"{file}: expected a mapping of domain name -> list of intents")

@@ -31,9 +31,7 @@ IMAGE_DIRS = ("images", "101_ObjectCategories", "2750", "jpg", "SUN397", "UCF-10
 _SPLITS = ("train", "val", "test")  # val is optional
 
 
-def load_coop_source(
-    path: str | os.PathLike[str], *, image_size: int = DEFAULT_IMAGE_SIZE
-) -> DataSource:
+def load_coop_source(path: str | os.PathLike[str], *, image_size: int = DEFAULT_IMAGE_SIZE) -> DataSource:
     """Load a CoOp-style dataset (see the module docstring for the layout).
 
     Args:
@@ -99,8 +97,7 @@ def find_split_json(path: Path) -> Path:
             " split_zhou_Caltech101.json) there, or set data.path to the JSON itself"
         )
     raise DataError(
-        f"{path} holds several split files {[f.name for f in found]}; set data.path to the"
-        " one to use"
+        f"{path} holds several split files {[f.name for f in found]}; set data.path to the one to use"
     )
 
 
@@ -126,8 +123,7 @@ def _read(file: Path) -> Any:
             return json.load(f)
     except (OSError, ValueError) as exc:
         raise DataError(
-            f"{file} is not readable JSON ({exc}); expected a CoOp split file with keys"
-            " train, val, test"
+            f"{file} is not readable JSON ({exc}); expected a CoOp split file with keys train, val, test"
         ) from exc
 
 
@@ -151,8 +147,7 @@ def _rows(data: Any, split: str, file: Path) -> list[tuple[str, int, str]]:
         )
         if not ok:
             raise DataError(
-                f"{file}: {split} row {i} is {row!r}; expected [relative_image_path, label_id,"
-                " class_name]"
+                f"{file}: {split} row {i} is {row!r}; expected [relative_image_path, label_id, class_name]"
             )
         out.append((row[0], row[1], row[2]))
     if not out:

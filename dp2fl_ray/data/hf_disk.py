@@ -55,9 +55,7 @@ class HFImages(LazyImages):
         return f"in row {i} of {self.where_}"
 
 
-def load_hf_disk_source(
-    path: str | os.PathLike[str], *, image_size: int = DEFAULT_IMAGE_SIZE
-) -> DataSource:
+def load_hf_disk_source(path: str | os.PathLike[str], *, image_size: int = DEFAULT_IMAGE_SIZE) -> DataSource:
     """Load a ``DatasetDict`` saved with ``save_to_disk``.
 
     Args:
@@ -93,9 +91,7 @@ def load_hf_disk_source(
                 " split needs the same input column"
             )
     names = _class_label_names(datasets, split_sets, folder)
-    raws = [
-        RawLabels(s, str(folder / _key(dd, s)), _column(ds, "label")) for s, ds in split_sets.items()
-    ]
+    raws = [RawLabels(s, str(folder / _key(dd, s)), _column(ds, "label")) for s, ds in split_sets.items()]
     class_names, ids = encode_labels(raws, names)
     splits: dict[str, Split] = {}
     for (split, ds), labels in zip(split_sets.items(), ids):
@@ -171,4 +167,3 @@ def _column(ds: Any, name: str) -> list[Any]:
     """A column as Python values, undecoded (Arrow), honouring any index mapping."""
     table = ds.select_columns([name]).with_format("arrow")[:]
     return list(table.column(name).to_pylist())
-

@@ -71,8 +71,7 @@ def encode_labels(
         bad = [i for i, v in enumerate(raw.values) if _is_missing(v)]
         if bad:
             raise DataError(
-                f"{raw.where}: row(s) {_listed(bad)} have no label; give every row a label or"
-                " drop those rows"
+                f"{raw.where}: row(s) {_listed(bad)} have no label; give every row a label or drop those rows"
             )
     if class_names is not None:
         names = tuple(str(n) for n in class_names)
@@ -114,9 +113,7 @@ def _ids_in_range(raw: RawLabels, num_classes: int | None) -> np.ndarray:
     return ids
 
 
-def check_coverage(
-    class_names: Sequence[str], raws: Sequence[RawLabels], ids: Sequence[np.ndarray]
-) -> None:
+def check_coverage(class_names: Sequence[str], raws: Sequence[RawLabels], ids: Sequence[np.ndarray]) -> None:
     """Every val/test class occurs in train, and every class has training samples.
 
     Args:

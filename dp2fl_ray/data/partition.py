@@ -197,9 +197,7 @@ class Partitioner:
 
     def _classes_by_domain(self, domains: np.ndarray) -> tuple[np.ndarray, ...]:
         """The classes (with training samples) of each domain: ``result[d]`` is ``(C_d,)``."""
-        by_domain = tuple(
-            self._classes[domains[self._classes] == d] for d in range(self.source.num_domains)
-        )
+        by_domain = tuple(self._classes[domains[self._classes] == d] for d in range(self.source.num_domains))
         empty = [self.source.domain_names[d] for d, cs in enumerate(by_domain) if len(cs) == 0]
         if empty:
             raise DataError(
@@ -210,9 +208,7 @@ class Partitioner:
         return by_domain
 
     def __repr__(self) -> str:
-        return (
-            f"Partitioner(source={self.source.name!r}, scheme={self.scheme!r}, seed={self.seed})"
-        )
+        return f"Partitioner(source={self.source.name!r}, scheme={self.scheme!r}, seed={self.seed})"
 
     def client(self, client_id: int) -> ClientIndices:
         """The indices of one client: a pure function of ``(seed, client_id)``.
@@ -285,9 +281,7 @@ class Partitioner:
             k = int(train_counts[c])
             n_val = max(1, _round_half_up(self.val_fraction * k))
             n_test = max(1, _round_half_up(self.test_fraction * k))
-            val, test = self._draw_eval(
-                rng, self._val_by_class[c], self._test_by_class[c], n_val, n_test
-            )
+            val, test = self._draw_eval(rng, self._val_by_class[c], self._test_by_class[c], n_val, n_test)
             val_parts.append(val)
             test_parts.append(test)
         return _frozen(val_parts), _frozen(test_parts)

@@ -37,16 +37,14 @@ def _modality_of(inputs: object) -> str:
     if isinstance(inputs, torch.Tensor):
         if inputs.ndim != 4 or inputs.shape[1] != 3 or not inputs.is_floating_point():
             raise DataError(
-                f"image inputs must be a float tensor (N, 3, H, W); got {inputs.dtype}"
-                f" {tuple(inputs.shape)}"
+                f"image inputs must be a float tensor (N, 3, H, W); got {inputs.dtype} {tuple(inputs.shape)}"
             )
         return "image"
     if isinstance(inputs, np.ndarray) and inputs.dtype == object and inputs.ndim == 1:
         bad = next((i for i, t in enumerate(inputs.tolist()) if not isinstance(t, str)), None)
         if bad is not None:
             raise DataError(
-                f"text inputs must all be str; item {bad} is {type(inputs[bad]).__name__}"
-                f" {inputs[bad]!r}"
+                f"text inputs must all be str; item {bad} is {type(inputs[bad]).__name__} {inputs[bad]!r}"
             )
         return "text"
     raise DataError(
@@ -151,9 +149,7 @@ class DataSource:
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
-            raise DataError(
-                f"source {self.name!r}: modality {self.modality!r} is not one of {MODALITIES}"
-            )
+            raise DataError(f"source {self.name!r}: modality {self.modality!r} is not one of {MODALITIES}")
         if not self.class_names:
             raise DataError(f"source {self.name!r} has no class names")
         for split_name, split in (("train", self.train), ("test", self.test), ("val", self.val)):
@@ -256,9 +252,7 @@ def load_source(
             f"did you mean {close[0]!r}?" if close else "",
         )
     if name in BUILTIN_SOURCES and path is not None:
-        raise ConfigError(
-            "data.path", path, f"null for the built-in source {name!r}", "it reads no files"
-        )
+        raise ConfigError("data.path", path, f"null for the built-in source {name!r}", "it reads no files")
     # Imported here: the loaders import this module for Split and DataSource.
     if name == "digits":
         from dp2fl_ray.data.digits import load_digits_source

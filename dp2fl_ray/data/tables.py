@@ -46,9 +46,7 @@ def input_column(columns: Sequence[str], where: str) -> str:
         if len(inputs) == 2
         else "needs a `label` column and one input column, `text` or `image`"
     )
-    raise DataError(
-        f"{where} {problem}; found columns {list(columns)}: rename or drop columns to match"
-    )
+    raise DataError(f"{where} {problem}; found columns {list(columns)}: rename or drop columns to match")
 
 
 def load_table_source(
@@ -111,9 +109,7 @@ def find_split_files(folder: Path, ext: str) -> dict[str, Path]:
     for split, stems in SPLIT_STEMS.items():
         found = [folder / f"{stem}{ext}" for stem in stems if (folder / f"{stem}{ext}").is_file()]
         if len(found) > 1:
-            raise DataError(
-                f"{folder} has both {found[0].name} and {found[1].name}; keep one {split} table"
-            )
+            raise DataError(f"{folder} has both {found[0].name} and {found[1].name}; keep one {split} table")
         if found:
             files[split] = found[0]
         elif split != "val":
@@ -173,9 +169,7 @@ def image_column(values: list[object], folder: Path, where: str, image_size: int
                 f" {folder} (or an image struct with bytes)"
             )
     if paths and blobs:
-        raise DataError(
-            f"{where}: the `image` column mixes file paths and embedded bytes; use one kind"
-        )
+        raise DataError(f"{where}: the `image` column mixes file paths and embedded bytes; use one kind")
     if blobs:
         return EncodedImages(blobs, image_size, where)
     files = ImageFiles(folder, paths, image_size, where)

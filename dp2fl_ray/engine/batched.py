@@ -98,7 +98,9 @@ def train_clients(
     """
     b = len(clients)
     if task.shape[0] != b or data.shape[0] != b or len(seeds) != b:
-        raise ValueError(f"{b} clients but {task.shape[0]} task rows, {data.shape[0]} data rows, {len(seeds)} seeds")
+        raise ValueError(
+            f"{b} clients but {task.shape[0]} task rows, {data.shape[0]} data rows, {len(seeds)} seeds"
+        )
     device = model.device
     start_t = task.detach().to(device, torch.float32)
     start_d = data.detach().to(device, torch.float32)

@@ -35,13 +35,19 @@ def _probe_batch(client: ClientData, clients: int, batch_size: int, device: torc
 
 
 def step_bytes(
-    model: DualPromptModel, task: torch.Tensor, data: torch.Tensor, client: ClientData, clients: int, batch_size: int
+    model: DualPromptModel,
+    task: torch.Tensor,
+    data: torch.Tensor,
+    client: ClientData,
+    clients: int,
+    batch_size: int,
 ) -> int:
     """Memory of one training step of ``clients`` clients (see the module docstring for what
     is counted on each device). ``task``/``data``: one start row ``(Dt,)``/``(Dd,)``."""
     device = model.device
     params = [
-        row.detach().to(device, torch.float32)[None].repeat(clients, 1).requires_grad_(True) for row in (task, data)
+        row.detach().to(device, torch.float32)[None].repeat(clients, 1).requires_grad_(True)
+        for row in (task, data)
     ]
     batch = _probe_batch(client, clients, batch_size, device)
     if device.type == "cuda":

@@ -64,8 +64,12 @@ class AttentionLayout:
         (meaningful where ``attend`` is True)."""
         n = attend.shape[0]
         lengths = attend.sum(dim=1)  # (N,)
-        block = (lengths + ATTENTION_BUCKET - 1).div(ATTENTION_BUCKET, rounding_mode="floor").clamp(min=1) * ATTENTION_BUCKET
-        order = torch.argsort(block * n + torch.arange(n, device=attend.device))  # by block length, then sample
+        block = (lengths + ATTENTION_BUCKET - 1).div(ATTENTION_BUCKET, rounding_mode="floor").clamp(
+            min=1
+        ) * ATTENTION_BUCKET
+        order = torch.argsort(
+            block * n + torch.arange(n, device=attend.device)
+        )  # by block length, then sample
         sizes = block[order]  # (N,) in buffer order
         start = torch.cumsum(sizes, 0) - sizes
         base = torch.empty_like(start).index_copy_(0, order, start)  # (N,) first buffer row of each sample
@@ -73,7 +77,9 @@ class AttentionLayout:
         groups, first, lo = [], 0, 0
         for length, count in zip(*(t.tolist() for t in torch.unique_consecutive(sizes, return_counts=True))):
             members = order[lo : lo + count]
-            keys = torch.arange(length, device=attend.device)[None, :] < lengths[members][:, None]  # (count, length)
+            keys = (
+                torch.arange(length, device=attend.device)[None, :] < lengths[members][:, None]
+            )  # (count, length)
             groups.append((first, count, length, keys))
             first, lo = first + count * length, lo + count
         return AttentionLayout(first, tuple(groups)), dest.reshape(-1)
@@ -148,7 +154,9 @@ class PackedLayer(nn.Module):
             part = buffer[first : first + count * length].view(count, length, 3, self.heads, self.head_dim)
             q, k, v = part.permute(2, 0, 3, 1, 4).unbind(0)  # (count, h, length, hd)
             with torch.autocast(device_type=h.device.type, enabled=False):
-                o = F.scaled_dot_product_attention(q, k, v, attn_mask=keys[:, None, None, :], scale=self.scaling)
+                o = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=keys[:, None, None, :], scale=self.scaling
+                )
             blocks.append(o.transpose(1, 2).reshape(count * length, d))
         o = torch.cat(blocks)[rows] if len(blocks) > 1 else blocks[0][rows]  # (R, d)
         return self._tail(o, h)  # (R, d)
@@ -188,7 +196,11 @@ class PackedEncoder(nn.Module):
             text = attend.clone()
             text[:, start : start + n] = False
             # flat position of every prompt slot, sample-major: (N*n,), the order of prompts[:, j].reshape(-1, d)
-            slots = (torch.arange(n_samples, device=x.device)[:, None] * t + start + torch.arange(n, device=x.device)).reshape(-1)
+            slots = (
+                torch.arange(n_samples, device=x.device)[:, None] * t
+                + start
+                + torch.arange(n, device=x.device)
+            ).reshape(-1)
         rows = text.reshape(-1).nonzero().squeeze(1)  # (R,) flat positions of attended text tokens
         h = flat[rows]  # (R, d)
         p = flat[slots]  # (N*n, d): prompt-slot states

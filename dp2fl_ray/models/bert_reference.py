@@ -30,9 +30,13 @@ from dp2fl_ray.models.prompt_ops import replace_prompt_tokens
 class ReferenceBertPrompt(BertPrompt):
     """``BertPrompt`` with the encoder run padded, layer by layer through transformers."""
 
-    def hidden_states(self, ids: torch.Tensor, prompts: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def hidden_states(
+        self, ids: torch.Tensor, prompts: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x, mask, attend = self.prompted_embeddings(ids, prompts)
-        bias = torch.zeros(attend.shape, dtype=x.dtype, device=x.device).masked_fill(~attend, torch.finfo(x.dtype).min)
+        bias = torch.zeros(attend.shape, dtype=x.dtype, device=x.device).masked_fill(
+            ~attend, torch.finfo(x.dtype).min
+        )
         bias = bias[:, None, None, :]  # (N, 1, 1, T): additive key-padding mask
         for j, layer in enumerate(self.layers):
             if prompts is not None and 1 <= j < self.depth:

@@ -74,7 +74,9 @@ class ClipMaple(DualPromptModel):
         with torch.no_grad():
             embed = clip.text_model.embeddings.token_embedding
             self.register_buffer("class_token_embeds", embed(ids).clone(), persistent=False)  # (C, T, d_t)
-            self.register_buffer("init_ctx", embed(init_ids[:n_ctx]).clone(), persistent=False)  # (<=n_ctx, d_t)
+            self.register_buffer(
+                "init_ctx", embed(init_ids[:n_ctx]).clone(), persistent=False
+            )  # (<=n_ctx, d_t)
         self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
         self.freeze()
@@ -101,7 +103,8 @@ class ClipMaple(DualPromptModel):
         c, t, d = self.class_token_embeds.shape
         tokens = self.class_token_embeds.unsqueeze(0).expand(m, c, t, d)  # (M, C, T, d)
         x = torch.cat(
-            [tokens[:, :, :1], ctx.unsqueeze(1).expand(m, c, n, d).to(tokens.dtype), tokens[:, :, 1 + n :]], dim=2
+            [tokens[:, :, :1], ctx.unsqueeze(1).expand(m, c, n, d).to(tokens.dtype), tokens[:, :, 1 + n :]],
+            dim=2,
         ).reshape(m * c, t, d)  # (M*C, T, d)
         text = self.clip.text_model
         x = text.embeddings(inputs_embeds=x)  # adds position embeddings
@@ -120,7 +123,9 @@ class ClipMaple(DualPromptModel):
         """Images in [0, 1] at any size -> CLIP-normalised pixels at the model's resolution."""
         images = images.to(self.device, non_blocking=True)
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
-            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+            images = F.interpolate(
+                images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+            )
         return (images - self.pixel_mean) / self.pixel_std  # (N, 3, S, S)
 
     def vision_prompts(self, task: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
@@ -130,9 +135,13 @@ class ClipMaple(DualPromptModel):
         # contiguous operands: a strided view takes another GEMM path, which would make a
         # model's prompts round differently depending on how many rows share the batch
         weight = dp["couple_weight"].contiguous()  # (M, J, d_v, d_t)
-        return torch.matmul(text_prompts, weight.transpose(-1, -2)) + dp["couple_bias"].unsqueeze(2)  # (M, J, n, d_v)
+        return torch.matmul(text_prompts, weight.transpose(-1, -2)) + dp["couple_bias"].unsqueeze(
+            2
+        )  # (M, J, n, d_v)
 
-    def image_features(self, images: torch.Tensor, task: torch.Tensor, data: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    def image_features(
+        self, images: torch.Tensor, task: torch.Tensor, data: torch.Tensor, owner: torch.Tensor
+    ) -> torch.Tensor:
         """Normalised image features ``(N, P)``, sample n with the vision prompts of row ``owner[n]``."""
         vision = self.clip.vision_model
         prompts = self.vision_prompts(task, data)[owner]  # (N, J, n, d_v)

@@ -83,9 +83,7 @@ def build_tiny_clip(
 
 def load_clip(path: str) -> tuple[CLIPModel, PreTrainedTokenizerBase]:
     """``CLIPModel`` and its tokenizer from a directory written by ``save_pretrained``."""
-    if os.path.isdir(path) and not any(
-        f.endswith((".safetensors", ".bin")) for f in os.listdir(path)
-    ):
+    if os.path.isdir(path) and not any(f.endswith((".safetensors", ".bin")) for f in os.listdir(path)):
         raise ModelError(
             f"model.path {path!r} has no weights (*.safetensors or *.bin); save the model "
             "there with CLIPModel.save_pretrained(path)"

@@ -201,7 +201,15 @@ class AggregatorCore:
             result = aggregate_round(cross.dense(m), task, data, start.data, baselines, **options, done=done)
         else:
             result = aggregate_round_sparse(
-                cross.pair_i, cross.pair_j, cross.loss, task, data, start.data, baselines, **options, done=done
+                cross.pair_i,
+                cross.pair_j,
+                cross.loss,
+                task,
+                data,
+                start.data,
+                baselines,
+                **options,
+                done=done,
             )
         self.global_task = result.global_task.astype(np.float32)
         self.global_data = result.global_data.astype(np.float32)
@@ -222,7 +230,9 @@ class AggregatorCore:
         else:
             vectors = update.personal_data
         states = [
-            ClientState(np.asarray(vectors[k], np.float32), float(new_baselines[k]), self.rounds_seen[int(c)] + 1)
+            ClientState(
+                np.asarray(vectors[k], np.float32), float(new_baselines[k]), self.rounds_seen[int(c)] + 1
+            )
             for k, c in enumerate(cohort)
         ]
         self.store.put_many([int(c) for c in cohort], states)

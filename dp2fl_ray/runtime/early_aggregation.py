@@ -58,4 +58,6 @@ class EarlyDataPrompts:
     def matches(self, updated: np.ndarray, previous: np.ndarray, baselines: np.ndarray) -> bool:
         """Whether these are the inputs the early work was started from (else it is discarded)."""
         pairs = ((self.updated, updated), (self.previous, previous), (self.baselines, baselines))
-        return all(np.array_equal(mine, np.asarray(theirs, np.float64), equal_nan=True) for mine, theirs in pairs)
+        return all(
+            np.array_equal(mine, np.asarray(theirs, np.float64), equal_nan=True) for mine, theirs in pairs
+        )

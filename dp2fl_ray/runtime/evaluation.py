@@ -142,7 +142,9 @@ def own_request(clients: np.ndarray, task: np.ndarray, data: np.ndarray, split: 
     """Each client's own model row on its own split (pairs (k, k))."""
     return Request(
         len(clients),
-        lambda w, s: w.evaluate.remote(task[s], data[s], clients[s], split, _diagonal(s.stop - s.start), keep),
+        lambda w, s: w.evaluate.remote(
+            task[s], data[s], clients[s], split, _diagonal(s.stop - s.start), keep
+        ),
     )
 
 

@@ -26,7 +26,9 @@ class RoundOutcome:
     baselines: np.ndarray  # L_k used by the aggregation
     train_loss: np.ndarray
     n_train: np.ndarray
-    start_test_acc: np.ndarray  # clients that joined mid-run, first round: start model test accuracy (NaN otherwise)
+    start_test_acc: (
+        np.ndarray
+    )  # clients that joined mid-run, first round: start model test accuracy (NaN otherwise)
     cross: CrossEval | None  # the cross-evaluation (dp2fl only)
     update: RoundUpdate
     personal_val: EvalResult  # (Pt^r, Pd_k^r) on k's val: the next baseline

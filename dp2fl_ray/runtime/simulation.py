@@ -257,7 +257,9 @@ class Simulation:
         failed = records.failed_clients_frame(cohort, trained)
         keep = np.flatnonzero(trained.ok)  # failed clients keep their previous state
         if len(keep) == 0:
-            raise RunError(f"round {r}: every cohort client's training failed; the first: {trained.reason[0]}")
+            raise RunError(
+                f"round {r}: every cohort client's training failed; the first: {trained.reason[0]}"
+            )
         cohort, start = cohort[keep], start.subset(keep)
         task, data = trained.task[keep], trained.data[keep]
         train_loss, n_train = trained.train_loss[keep], trained.n_train[keep]
@@ -288,7 +290,10 @@ class Simulation:
         bar.phase(r, "evaluate")
         t = time.perf_counter()
         p_task, p_data = update.personal_task.astype(np.float32), update.personal_data.astype(np.float32)
-        requests = [own_request(cohort, p_task, p_data, "val", False), own_request(cohort, p_task, p_data, "test", True)]
+        requests = [
+            own_request(cohort, p_task, p_data, "val", False),
+            own_request(cohort, p_task, p_data, "test", True),
+        ]
         if cfg.algorithm.name != "local":  # Local has no global model
             requests.append(one_model_request(update.global_task, update.global_data, held_out))
         personal_val, personal_test, *rest = self.evals.together(requests)

@@ -134,8 +134,12 @@ class WorkerCore:
         (``models/memory.py``). Raises ``ModelError`` when not even one client fits."""
         rt = self.config.runtime
         task, data = (torch.from_numpy(a) for a in self.initial_prompts())
-        per_client = bytes_per_client(self.model, task, data, self.client_data(0, "train"), self.hp.batch_size)
-        budget = slice_budget_bytes(rt.slice_memory_mib, self.model.device, rt.cpus_per_worker, rt.gpus_per_worker)
+        per_client = bytes_per_client(
+            self.model, task, data, self.client_data(0, "train"), self.hp.batch_size
+        )
+        budget = slice_budget_bytes(
+            rt.slice_memory_mib, self.model.device, rt.cpus_per_worker, rt.gpus_per_worker
+        )
         return {
             "bytes_per_client": per_client,
             "budget_bytes": budget,
@@ -181,14 +185,19 @@ class WorkerCore:
         _inject_fault(ids)
         start_loss = np.full(len(ids), np.nan, np.float32)
         start_acc = np.full(len(ids), np.nan)
-        wanted = {"val": need_start_loss, "test": need_start_acc if need_start_acc is not None else [False] * len(ids)}
+        wanted = {
+            "val": need_start_loss,
+            "test": need_start_acc if need_start_acc is not None else [False] * len(ids),
+        }
         for split, need in wanted.items():
             asked = [k for k, flag in enumerate(need) if flag]
             if not asked:
                 continue
             sets = [self.client_data(ids[k], split) for k in asked]
             diagonal = [(a, a) for a in range(len(asked))]
-            ev = evaluate_pairs(self.model, t0[asked], d0[asked], sets, diagonal, self.config.train.eval_batch_size)
+            ev = evaluate_pairs(
+                self.model, t0[asked], d0[asked], sets, diagonal, self.config.train.eval_batch_size
+            )
             if split == "val":
                 start_loss[asked] = ev.loss.numpy()
             else:

@@ -26,5 +26,8 @@ def open_store(store_cfg: StoreConfig, default_uri: str) -> ClientStore:
         return InMemoryClientStore()
     uri = store_cfg.uri if store_cfg.uri is not None else default_uri
     return ShardedClientStore(
-        uri, shard_size=store_cfg.shard_size, cache_shards=store_cfg.cache_shards, cache_mib=store_cfg.cache_mib
+        uri,
+        shard_size=store_cfg.shard_size,
+        cache_shards=store_cfg.cache_shards,
+        cache_mib=store_cfg.cache_mib,
     )

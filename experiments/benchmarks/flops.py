@@ -40,7 +40,9 @@ def bert_flops(layers: int, hidden: int, ffn: int, rows: int, rows_attended: int
     return layers * (linear + attention)
 
 
-def matmul_ceiling(dtype: torch.dtype, shapes: Sequence[tuple[int, int, int]] = CEILING_SHAPES, repeats: int = 10) -> float:
+def matmul_ceiling(
+    dtype: torch.dtype, shapes: Sequence[tuple[int, int, int]] = CEILING_SHAPES, repeats: int = 10
+) -> float:
     """Best FLOP/s of plain ``a @ b`` over transformer-layer shapes, with the current threads."""
     best = 0.0
     for m, k, n in shapes:

@@ -30,12 +30,12 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from flwr.simulation import run_simulation
+from naive import baseline_model, evaluate_one, train_one_client
 
 from dp2fl_ray.config import ExperimentConfig, config_from_dict, config_to_dict
 from dp2fl_ray.runtime.cohort import sample_cohort
 from dp2fl_ray.runtime.work import WorkerCore, local_training
 from dp2fl_ray.seeding import derive_seed
-from naive import baseline_model, evaluate_one, train_one_client
 
 CONFIG_ENV = "DP2FL_BENCH_CONFIG"  # the workload config as JSON, inherited by Ray workers
 BASELINE_ENV = "DP2FL_BENCH_BASELINE"  # which backbone implementation (naive.BASELINE_MODELS)
@@ -61,7 +61,9 @@ client_app = ClientApp()
 def warm_up(msg: Message, context: Context) -> Message:
     """Load this worker's cache before round 1 (dp2fl-ray's workers load before it too)."""
     _, load_s = _core()
-    time.sleep(float(msg.content["config"]["hold-s"]))  # keep this actor busy: the next message goes to another
+    time.sleep(
+        float(msg.content["config"]["hold-s"])
+    )  # keep this actor busy: the next message goes to another
     return Message(RecordDict({"metrics": MetricRecord({"load-s": load_s})}), reply_to=msg)
 
 
@@ -72,7 +74,9 @@ def train(msg: Message, context: Context) -> Message:
     task, data = msg.content["arrays"].to_numpy_ndarrays()
     client = core.client_data(cid, "train")
     seed = derive_seed(core.config.seed, "shuffle", rnd, cid)
-    task, data, loss = train_one_client(_CACHE["model"], task, data, client, local_training(core.config), seed)
+    task, data, loss = train_one_client(
+        _CACHE["model"], task, data, client, local_training(core.config), seed
+    )
     metrics = MetricRecord({"num-examples": len(client), "train-loss": loss, "load-s": load_s})
     return Message(RecordDict({"arrays": ArrayRecord([task, data]), "metrics": metrics}), reply_to=msg)
 
@@ -84,7 +88,9 @@ def evaluate(msg: Message, context: Context) -> Message:
     task, data = msg.content["arrays"].to_numpy_ndarrays()
     out: dict[str, Any] = {"load-s": load_s}
     for split in ("val", "test"):
-        loss, correct, count = evaluate_one(_CACHE["model"], task, data, core.client_data(cid, split), core.config.train.eval_batch_size)
+        loss, correct, count = evaluate_one(
+            _CACHE["model"], task, data, core.client_data(cid, split), core.config.train.eval_batch_size
+        )
         out.update({f"{split}-loss": loss, f"{split}-acc": correct / max(1, count)})
     out["num-examples"] = count
     return Message(RecordDict({"metrics": MetricRecord(out)}), reply_to=msg)
@@ -108,36 +114,48 @@ class CohortFedAvg(FedAvg):
         nodes = sorted(grid.get_node_ids())[: len(cohort)]
         return [
             Message(
-                RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": rnd, "client-id": int(c)})}),
+                RecordDict(
+                    {"arrays": arrays, "config": ConfigRecord({"server-round": rnd, "client-id": int(c)})}
+                ),
                 message_type=kind,
                 dst_node_id=node,
             )
             for node, c in zip(nodes, cohort)
         ]
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         self.round_start[server_round] = time.perf_counter()
         self.epoch.setdefault("start", time.time())
         return self._messages(server_round, arrays, grid, MessageType.TRAIN)
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         return self._messages(server_round, arrays, grid, MessageType.EVALUATE)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> Any:
         replies = list(replies)
         if server_round == 1:  # first use of each actor loads its cache: start-up, not round time
-            self.load_s = max((float(m.content["metrics"]["load-s"]) for m in replies if not m.has_error()), default=0.0)
+            self.load_s = max(
+                (float(m.content["metrics"]["load-s"]) for m in replies if not m.has_error()), default=0.0
+            )
         return super().aggregate_train(server_round, replies)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> Any:
         replies = [m for m in replies if not m.has_error()]
-        self.accuracy[server_round] = float(np.mean([float(m.content["metrics"]["test-acc"]) for m in replies]))
+        self.accuracy[server_round] = float(
+            np.mean([float(m.content["metrics"]["test-acc"]) for m in replies])
+        )
         self.round_end[server_round] = time.perf_counter()
         self.epoch["end"] = time.time()
         return super().aggregate_evaluate(server_round, replies)
 
 
-def run_flower(config: ExperimentConfig, initial: tuple[np.ndarray, np.ndarray], baseline: str = "reference") -> dict[str, Any]:
+def run_flower(
+    config: ExperimentConfig, initial: tuple[np.ndarray, np.ndarray], baseline: str = "reference"
+) -> dict[str, Any]:
     """Run the federation on Flower's simulation engine; timings as every arm reports them.
 
     ``initial``: the round-0 prompts (computed by the caller, as dp2fl-ray's worker 0 does,
@@ -155,11 +173,15 @@ def run_flower(config: ExperimentConfig, initial: tuple[np.ndarray, np.ndarray],
             time.sleep(0.05)
         nodes = sorted(grid.get_node_ids())[: rt.workers]  # one warm-up message per actor
         warm = RecordDict({"config": ConfigRecord({"hold-s": 2.0})})
-        replies = grid.send_and_receive([Message(warm, message_type=MessageType.QUERY, dst_node_id=n) for n in nodes])
+        replies = grid.send_and_receive(
+            [Message(warm, message_type=MessageType.QUERY, dst_node_id=n) for n in nodes]
+        )
         for reply in replies:
             if reply.has_error():
                 raise RuntimeError(f"warm-up failed: {reply.error.reason}")
-        strategy.start(grid=grid, initial_arrays=ArrayRecord(list(initial)), num_rounds=config.federation.rounds)
+        strategy.start(
+            grid=grid, initial_arrays=ArrayRecord(list(initial)), num_rounds=config.federation.rounds
+        )
 
     t0 = time.perf_counter()
     run_simulation(

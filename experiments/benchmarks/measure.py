@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 SAMPLE_EVERY_S = 0.2
 
 
@@ -99,7 +98,9 @@ class PeakSampler:
         self._thread.join()
 
 
-def run_child(cmd: list[str], result_path: Path, timeout_s: float, env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_child(
+    cmd: list[str], result_path: Path, timeout_s: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run ``cmd`` (which writes its JSON result to ``result_path``); add its peak memory.
 
     Raises:

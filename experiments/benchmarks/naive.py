@@ -46,7 +46,12 @@ def baseline_model(model: DualPromptModel, kind: str) -> DualPromptModel:
 
 
 def train_one_client(
-    model: DualPromptModel, task: np.ndarray, data: np.ndarray, client: ClientData, hp: LocalTraining, seed: int
+    model: DualPromptModel,
+    task: np.ndarray,
+    data: np.ndarray,
+    client: ClientData,
+    hp: LocalTraining,
+    seed: int,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """One client's local SGD from prompts ``(Dt,)``, ``(Dd,)``: new prompts and mean loss."""
     pt = torch.from_numpy(np.array(task, np.float32))[None].requires_grad_(True)  # (1, Dt)
@@ -104,7 +109,9 @@ class NaiveLoop:
         return self.cache[key]
 
     def evaluate(self, task: np.ndarray, data: np.ndarray, cid: int, split: str) -> tuple[float, int, int]:
-        return evaluate_one(self.model, task, data, self.client(cid, split), self.config.train.eval_batch_size)
+        return evaluate_one(
+            self.model, task, data, self.client(cid, split), self.config.train.eval_batch_size
+        )
 
     def round(self, r: int) -> float:
         """One round; returns the mean over cohort clients of their test accuracy."""
@@ -118,7 +125,9 @@ class NaiveLoop:
             if is_dp2fl and start.first_time[k]:
                 baselines[k] = self.evaluate(start.task[k], start.data[k], cid, "val")[0]
             seed = derive_seed(cfg.seed, "shuffle", r, int(cid))
-            t, d, _ = train_one_client(self.model, start.task[k], start.data[k], self.client(cid, "train"), self.hp, seed)
+            t, d, _ = train_one_client(
+                self.model, start.task[k], start.data[k], self.client(cid, "train"), self.hp, seed
+            )
             tasks.append(t)
             datas.append(d)
             n_train.append(len(self.client(cid, "train")))
@@ -127,11 +136,19 @@ class NaiveLoop:
         if is_dp2fl:  # the m x m cross-evaluation, one (model, validation set) pair at a time
             m = len(cohort)
             pair_i, pair_j = (a.ravel() for a in np.meshgrid(np.arange(m), np.arange(m), indexing="ij"))
-            loss = np.array([self.evaluate(task[i], data[i], cohort[j], "val")[0] for i, j in zip(pair_i, pair_j)])
+            loss = np.array(
+                [self.evaluate(task[i], data[i], cohort[j], "val")[0] for i, j in zip(pair_i, pair_j)]
+            )
             cross = CrossEval(pair_i, pair_j, loss, m)
         update = self.server.aggregate(start, task, data, np.array(n_train), cross=cross, baselines=baselines)
-        val = [self.evaluate(update.personal_task[k], update.personal_data[k], c, "val") for k, c in enumerate(cohort)]
-        test = [self.evaluate(update.personal_task[k], update.personal_data[k], c, "test") for k, c in enumerate(cohort)]
+        val = [
+            self.evaluate(update.personal_task[k], update.personal_data[k], c, "val")
+            for k, c in enumerate(cohort)
+        ]
+        test = [
+            self.evaluate(update.personal_task[k], update.personal_data[k], c, "test")
+            for k, c in enumerate(cohort)
+        ]
         self.server.commit(cohort, update, np.array([v[0] for v in val]))
         return float(np.mean([c / max(1, n) for _, c, n in test]))
 

@@ -19,7 +19,11 @@ def run_ours(config: ExperimentConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="dp2fl-bench-") as out:
         t0 = time.perf_counter()
         summary = run_experiment(
-            config, output_dir=out, run_name="run", progress=False, on_round=lambda row: (ends.append(time.perf_counter()), epochs.append(time.time()))
+            config,
+            output_dir=out,
+            run_name="run",
+            progress=False,
+            on_round=lambda row: (ends.append(time.perf_counter()), epochs.append(time.time())),
         )
         rounds = read_table(f"{out}/run", "rounds").sort_values("round")
     round_s = [float(s) for s in rounds["wall_s"]]

@@ -24,10 +24,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workloads import workload_config  # noqa: E402
+from workloads import workload_config
 
-from dp2fl_ray.engine import LocalTraining, evaluate_pairs, train_clients  # noqa: E402
-from dp2fl_ray.runtime.work import WorkerCore  # noqa: E402
+from dp2fl_ray.engine import LocalTraining, evaluate_pairs, train_clients
+from dp2fl_ray.runtime.work import WorkerCore
 
 
 def phases(core: WorkerCore, slice_size: int = 5, models: int = 10) -> dict[str, Callable[[], None]]:
@@ -52,7 +52,9 @@ def phases(core: WorkerCore, slice_size: int = 5, models: int = 10) -> dict[str,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workload", default="minilm")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--top", type=int, default=12)

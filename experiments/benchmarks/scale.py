@@ -71,14 +71,24 @@ def point_config(
         "model": {
             "backbone": "clip",
             "path": None,
-            "tiny": {"hidden": 32, "layers": 1, "heads": 2, "projection": 16, "image_size": 8, "patch_size": 4},
+            "tiny": {
+                "hidden": 32,
+                "layers": 1,
+                "heads": 2,
+                "projection": 16,
+                "image_size": 8,
+                "patch_size": 4,
+            },
             "prompt": {"n_ctx": 1, "depth": 1},
             "device": "cpu",
         },
         "data": {"source": "synthetic", "partition": {"scheme": "iid", "samples_per_client": 8}},
         "federation": {
-            "population": population, "cohort": cohort, "rounds": rounds,
-            "new_clients": 0, "max_eval_models": max_eval_models,
+            "population": population,
+            "cohort": cohort,
+            "rounds": rounds,
+            "new_clients": 0,
+            "max_eval_models": max_eval_models,
         },  # fmt: skip
         "train": {"local_epochs": 1, "batch_size": 8},
         "runtime": {"workers": 2, "cpus_per_worker": 1, "clients_per_slice": 64},
@@ -210,7 +220,9 @@ def store_rounds(
     return pd.DataFrame(rows)
 
 
-def store_sweep(populations: tuple[int, ...], backends: tuple[str, ...], reps: int, rounds: int, dim: int, work: Path) -> pd.DataFrame:
+def store_sweep(
+    populations: tuple[int, ...], backends: tuple[str, ...], reps: int, rounds: int, dim: int, work: Path
+) -> pd.DataFrame:
     """``store_rounds`` for every (rep, population, backend), interleaved; all rounds' rows."""
     frames = []
     for rep in range(1, reps + 1):
@@ -252,7 +264,13 @@ def child_main(spec: dict[str, Any], result_path: Path) -> None:
     from dp2fl_ray.runtime.simulation import run_experiment
 
     cfg = config_from_dict(
-        point_config(spec["population"], spec["cohort"], spec["rounds"], spec["backend"], spec.get("max_eval_models", 0))
+        point_config(
+            spec["population"],
+            spec["cohort"],
+            spec["rounds"],
+            spec["backend"],
+            spec.get("max_eval_models", 0),
+        )
     )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     me = os.getpid()
@@ -288,7 +306,9 @@ def child_main(spec: dict[str, Any], result_path: Path) -> None:
         "status": summary["status"],
         "startup_s": float(summary["startup_s"]),
         "rounds_table": round_overheads(rounds).to_dict(orient="list"),
-        "rounds_raw": rounds[[*OVERHEAD_PARTS, *BACKBONE_PARTS, "wall_s", "first_time_clients"]].to_dict(orient="list"),
+        "rounds_raw": rounds[[*OVERHEAD_PARTS, *BACKBONE_PARTS, "wall_s", "first_time_clients"]].to_dict(
+            orient="list"
+        ),
     }
     result_path.write_text(json.dumps(result))
 
@@ -307,7 +327,14 @@ def run_point(spec: dict[str, Any], work: Path, timeout_s: float) -> dict[str, A
     """Run ``spec`` in a fresh child process and return its result (with per-round rows)."""
     result_path = work / f"{spec['run_name']}.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec), "--result", str(result_path)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        json.dumps(spec),
+        "--result",
+        str(result_path),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s)
     if proc.returncode != 0 or not result_path.is_file():
         tail = (proc.stdout + proc.stderr)[-3000:]
@@ -337,7 +364,9 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         "driver_peak_rss", "driver_rss_before", "aggregator_peak_rss", "store_disk_bytes", "run_s",
     ]  # fmt: skip
     med = runs.groupby(keys)[numeric].median()
-    first = runs.groupby(keys)[["clients_stored", "distinct_clients", "bytes_per_client", "store_bytes", "store_files"]].max()
+    first = runs.groupby(keys)[
+        ["clients_stored", "distinct_clients", "bytes_per_client", "store_bytes", "store_files"]
+    ].max()
     out = med.join(first).join(runs.groupby(keys).size().rename("reps")).reset_index()
     out["store_check"] = (out["clients_stored"] == out["distinct_clients"]) & (
         out["store_bytes"] == out["clients_stored"] * out["bytes_per_client"]
@@ -398,8 +427,12 @@ def markdown(summary: pd.DataFrame, store: pd.DataFrame, meta: dict[str, Any]) -
             f"| {r['store_bytes']:,} | {r['store_disk_bytes']:,.0f} | {r['store_files']:,} "
             f"| {'ok' if r['store_check'] else 'FAIL'} |"
         )
-    lines += ["", "`check`: `clients_stored` = distinct clients in the `clients` table, and `store_bytes` = "
-              "`clients_stored` x `bytes_per_client`.", ""]
+    lines += [
+        "",
+        "`check`: `clients_stored` = distinct clients in the `clients` table, and `store_bytes` = "
+        "`clients_stored` x `bytes_per_client`.",
+        "",
+    ]
     large = summary[summary["cohort"] != COHORT]
     if not large.empty:
         lines += ["## Largest run end to end", ""]
@@ -463,11 +496,19 @@ def main() -> None:
                         help="one rep, populations 10^3 and 10^5, sharded, no large point; writes under --work")  # fmt: skip
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--store-rounds", type=int, default=10, help="rounds of the store-alone sweep")
-    parser.add_argument("--no-large", action="store_true", help="skip the population 10^7 x cohort 1,000 point")
-    parser.add_argument("--out", type=Path, help="where scale.md and scale_runs.parquet go (default results/benchmarks)")
-    parser.add_argument("--work", type=Path, default=REPO / "results" / "runs" / "scale", help="run directories")
+    parser.add_argument(
+        "--no-large", action="store_true", help="skip the population 10^7 x cohort 1,000 point"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="where scale.md and scale_runs.parquet go (default results/benchmarks)"
+    )
+    parser.add_argument(
+        "--work", type=Path, default=REPO / "results" / "runs" / "scale", help="run directories"
+    )
     parser.add_argument("--reading", type=Path, help="a Markdown file of commentary appended to the report")
-    parser.add_argument("--report-only", action="store_true", help="rewrite scale.md from scale_runs.parquet (no runs)")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite scale.md from scale_runs.parquet (no runs)"
+    )
     args = parser.parse_args()
     if args.child:
         child_main(json.loads(args.child), Path(args.result))

@@ -50,14 +50,24 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     keys = list(zip(med["section"], med["workload"]))
     has_reference = {k for k, b in zip(keys, med["baseline"]) if b == "reference"}
     for ref in ("flower", "naive"):
-        base = med[(med["arm"] == ref) & (med["dtype"] == "float32")].set_index(["section", "workload", "baseline"])
-        for suffix, pick in (("", lambda k: "reference" if k in has_reference else "package"), ("_pkg", lambda k: "package")):
+        base = med[(med["arm"] == ref) & (med["dtype"] == "float32")].set_index(
+            ["section", "workload", "baseline"]
+        )
+        for suffix, pick in (
+            ("", lambda k: "reference" if k in has_reference else "package"),
+            ("_pkg", lambda k: "package"),
+        ):
             speed = [base["updates_per_s"].get((*k, pick(k)), math.nan) for k in keys]
             cpu = [base["cpu_s_per_update"].get((*k, pick(k)), math.nan) for k in keys]
             med[f"x_{ref}{suffix}"] = med["updates_per_s"] / speed
             med[f"cpu_x_{ref}{suffix}"] = pd.Series(cpu, dtype=float) / med["cpu_s_per_update"]
     order = med["arm"].map(ARM_ORDER).fillna(9) * 10 + med["baseline"].map(BASELINE_ORDER).fillna(9)
-    return med.assign(_o=order).sort_values(["section", "workload", "_o", "dtype"]).drop(columns="_o").reset_index(drop=True)
+    return (
+        med.assign(_o=order)
+        .sort_values(["section", "workload", "_o", "dtype"])
+        .drop(columns="_o")
+        .reset_index(drop=True)
+    )
 
 
 def _fmt(value: object, spec: str) -> str:

@@ -42,9 +42,9 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from measure import run_child  # noqa: E402
-from tables import SUMMARY_COLUMNS, UTILISATION_COLUMNS, markdown_table, summarise, updates_per_s  # noqa: E402
-from workloads import REPO, WORKLOADS, workload_config  # noqa: E402
+from measure import run_child
+from tables import SUMMARY_COLUMNS, UTILISATION_COLUMNS, markdown_table, summarise, updates_per_s
+from workloads import REPO, WORKLOADS, workload_config
 
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 OUT = REPO / "results" / "benchmarks"
@@ -80,7 +80,11 @@ def child_main(args: argparse.Namespace) -> None:
     elif args.child == "naive":
         from naive import run_naive
 
-        result = run_naive(config, threads=int(config.runtime.workers * config.runtime.cpus_per_worker), baseline=args.baseline)
+        result = run_naive(
+            config,
+            threads=int(config.runtime.workers * config.runtime.cpus_per_worker),
+            baseline=args.baseline,
+        )
     elif args.child == "flower":
         import numpy as np
         from flower_arm import run_flower
@@ -111,7 +115,9 @@ def initial_prompts_file(workload: str, quick: bool, scratch: Path) -> Path:
     return path
 
 
-def run_arm(section: str, workload: str, arm: str, dtype: str, baseline: str, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+def run_arm(
+    section: str, workload: str, arm: str, dtype: str, baseline: str, args: argparse.Namespace, scratch: Path
+) -> dict[str, Any]:
     python = str(BENCH_PYTHON) if arm == "flower" else sys.executable
     result_path = scratch / "result.json"
     cmd = [python, str(Path(__file__).resolve()), "--child", arm, "--workload", workload, "--algorithm", section,
@@ -153,7 +159,12 @@ def write_report(runs: pd.DataFrame, util: pd.DataFrame, args: argparse.Namespac
         "",
     ]
     if len(util):
-        text += ["## Utilisation of the backbone passes (one worker, one thread)", "", markdown_table(util, UTILISATION_COLUMNS), ""]
+        text += [
+            "## Utilisation of the backbone passes (one worker, one thread)",
+            "",
+            markdown_table(util, UTILISATION_COLUMNS),
+            "",
+        ]
     text += [f"- {n}" for n in notes]
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"throughput{output_suffix(args)}.md"
@@ -162,26 +173,52 @@ def write_report(runs: pd.DataFrame, util: pd.DataFrame, args: argparse.Namespac
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 4 clients, cohort 2, 1 round, 1 rep")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
     parser.add_argument("--sections", nargs="+", default=["promptfl", "dp2fl"], choices=["promptfl", "dp2fl"])
-    parser.add_argument("--arms", nargs="+", default=["dp2fl-ray", "naive", "flower"],
-                        help=f"arms to run; dp2fl-ray{COMPILED} is dp2fl-ray with model.compile: true")
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
-                        help="model.dtype of the arms to run (bfloat16 only where the CPU has native bf16 matmul)")
-    parser.add_argument("--baselines", nargs="+", default=["reference", "package"], choices=["reference", "package"],
-                        help="backbone implementations the naive and Flower arms run")
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        default=["dp2fl-ray", "naive", "flower"],
+        help=f"arms to run; dp2fl-ray{COMPILED} is dp2fl-ray with model.compile: true",
+    )
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=["float32", "bfloat16"],
+        choices=["float32", "bfloat16"],
+        help="model.dtype of the arms to run (bfloat16 only where the CPU has native bf16 matmul)",
+    )
+    parser.add_argument(
+        "--baselines",
+        nargs="+",
+        default=["reference", "package"],
+        choices=["reference", "package"],
+        help="backbone implementations the naive and Flower arms run",
+    )
     parser.add_argument("--no-utilisation", action="store_true")
     parser.add_argument("--timeout", type=float, default=1800)
-    parser.add_argument("--report-only", action="store_true",
-                        help="rewrite the report from the saved Parquet runs (rows with valid == False dropped)")
-    parser.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
-    parser.add_argument("--tag", default="", help="write throughput_<tag>.md and *_runs_<tag>.parquet (e.g. another machine)")
-    parser.add_argument("--merge", action="store_true",
-                        help="keep the saved runs of the sections this invocation does not run (their rows "
-                             "keep their own 'measured' date); a section is always measured whole, in one run")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the report from the saved Parquet runs (rows with valid == False dropped)",
+    )
+    parser.add_argument(
+        "--note", action="append", default=[], help="a line for the report's notes (repeatable)"
+    )
+    parser.add_argument(
+        "--tag", default="", help="write throughput_<tag>.md and *_runs_<tag>.parquet (e.g. another machine)"
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the saved runs of the sections this invocation does not run (their rows "
+        "keep their own 'measured' date); a section is always measured whole, in one run",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     parser.add_argument("--algorithm", help=argparse.SUPPRESS)
@@ -202,7 +239,9 @@ def main() -> None:
     arms = list(args.arms)
     if "flower" in arms and not BENCH_PYTHON.exists():
         arms.remove("flower")
-        notes.append(f"Flower arm skipped: no {BENCH_PYTHON} (python3 -m venv .venv-bench; pip install 'flwr[simulation]' and this package)")
+        notes.append(
+            f"Flower arm skipped: no {BENCH_PYTHON} (python3 -m venv .venv-bench; pip install 'flwr[simulation]' and this package)"
+        )
     scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"dp2fl-throughput-{os.getpid()}"
     scratch.mkdir(parents=True, exist_ok=True)
     plan = [p for p in PLAN if p[0] in args.sections and p[1] in arms and p[2] in args.dtypes
@@ -233,7 +272,9 @@ def main() -> None:
                 print(f"rep {rep} {workload:6s} {section:8s} {arm:9s} {dtype:8s} {baseline:9s} {row['updates_per_s']:6.2f} updates/s "
                       f"acc {row['final_acc']:.3f} peak {row['peak_rss_mb']:.0f} MiB ({time.perf_counter() - t:.0f} s)", flush=True)  # fmt: skip
                 save(rows, util_rows, args, notes)
-            if not args.no_utilisation and rep == 0 and workload == "minilm":  # utilisation does not vary with the arm: once
+            if (
+                not args.no_utilisation and rep == 0 and workload == "minilm"
+            ):  # utilisation does not vary with the arm: once
                 util_rows += utilisation_rows(workload, rep, args, scratch, notes)
                 save(rows, util_rows, args, notes)
     print(f"wrote {save(rows, util_rows, args, notes)}")
@@ -248,12 +289,18 @@ def rewrite_report(args: argparse.Namespace, notes: list[str]) -> Path:
     util_path = OUT / f"utilisation_runs{suffix}.parquet"
     util = pd.read_parquet(util_path) if util_path.exists() else pd.DataFrame()
     if len(util):
-        util = with_backbone(util).groupby(["workload", "dtype", "backbone", "phase"], as_index=False).median(numeric_only=True)
+        util = (
+            with_backbone(util)
+            .groupby(["workload", "dtype", "backbone", "phase"], as_index=False)
+            .median(numeric_only=True)
+        )
     args.reps = int(runs["rep"].max()) + 1
     return write_report(runs, util, args, notes)
 
 
-def utilisation_rows(workload: str, rep: int, args: argparse.Namespace, scratch: Path, notes: list[str]) -> list[dict[str, Any]]:
+def utilisation_rows(
+    workload: str, rep: int, args: argparse.Namespace, scratch: Path, notes: list[str]
+) -> list[dict[str, Any]]:
     """Utilisation of the engine on ``workload`` in float32 and bfloat16, and of the baselines'
     reference backbone in float32 (``utilisation.py``)."""
     out = []
@@ -274,8 +321,13 @@ def utilisation_rows(workload: str, rep: int, args: argparse.Namespace, scratch:
 def cpu_description() -> str:
     """The CPU's model name and whether it has native bf16 matmul (AVX-512 BF16 or AMX)."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    name = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+        "unknown",
+    )
+    flags = set(
+        next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    )
     bf16 = "native bf16" if flags & {"avx512_bf16", "amx_bf16"} else "no native bf16"
     return f"{name}, {'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX'}, {bf16}"
 
@@ -301,7 +353,9 @@ def with_backbone(util: pd.DataFrame) -> pd.DataFrame:
     return util if "backbone" in util else util.assign(backbone="package")
 
 
-def save(rows: list[dict[str, Any]], util_rows: list[dict[str, Any]], args: argparse.Namespace, notes: list[str]) -> Path:
+def save(
+    rows: list[dict[str, Any]], util_rows: list[dict[str, Any]], args: argparse.Namespace, notes: list[str]
+) -> Path:
     """Write the runs so far (Parquet) and the report (Markdown): a long run keeps what it measured."""
     runs = pd.concat([getattr(args, "kept", pd.DataFrame()), pd.DataFrame(rows)], ignore_index=True)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -315,7 +369,11 @@ def save(rows: list[dict[str, Any]], util_rows: list[dict[str, Any]], args: argp
     elif args.merge and util_path.exists():  # not re-measured: the saved table stays in the report
         util = pd.read_parquet(util_path)
     if len(util):
-        util = with_backbone(util).groupby(["workload", "dtype", "backbone", "phase"], as_index=False).median(numeric_only=True)
+        util = (
+            with_backbone(util)
+            .groupby(["workload", "dtype", "backbone", "phase"], as_index=False)
+            .median(numeric_only=True)
+        )
     return write_report(runs, util, args, notes) if len(runs) else OUT
 
 

@@ -33,8 +33,18 @@ _COMMON: dict[str, Any] = {
 }
 _MODELS: dict[str, dict[str, Any]] = {
     "minilm": {
-        "model": {"backbone": "bert", "path": "minilm", "prompt": {"n_ctx": 8}, "max_length": 32, "device": "cpu"},
-        "data": {"source": "clinc150", "path": CLINC150, "partition": {"scheme": "domain", "shots": 8, "val_fraction": 0.5}},
+        "model": {
+            "backbone": "bert",
+            "path": "minilm",
+            "prompt": {"n_ctx": 8},
+            "max_length": 32,
+            "device": "cpu",
+        },
+        "data": {
+            "source": "clinc150",
+            "path": CLINC150,
+            "partition": {"scheme": "domain", "shots": 8, "val_fraction": 0.5},
+        },
     },
     "clip": {
         "model": {"backbone": "clip", "path": None, "prompt": {"n_ctx": 8}, "device": "cpu"},
@@ -48,7 +58,9 @@ DP2FL_ROUNDS = 2  # the DP2FL round comparison: 2 rounds (the naive loop takes m
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 

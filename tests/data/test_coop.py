@@ -19,7 +19,10 @@ COLOURS = {"cat": (255, 0, 0), "dog": (0, 0, 255), "owl": (0, 255, 0)}
 # [relative path, label id, class name], as in CoOp's split_zhou_*.json
 SPLIT: dict[str, list[list[Any]]] = {
     "train": [
-        ["cat/1.png", 0, "cat"], ["dog/1.png", 1, "dog"], ["owl/1.png", 2, "owl"], ["cat/2.png", 0, "cat"],
+        ["cat/1.png", 0, "cat"],
+        ["dog/1.png", 1, "dog"],
+        ["owl/1.png", 2, "owl"],
+        ["cat/2.png", 0, "cat"],
     ],
     "val": [["dog/2.png", 1, "dog"]],
     "test": [["owl/2.png", 2, "owl"], ["cat/3.png", 0, "cat"]],

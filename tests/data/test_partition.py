@@ -75,9 +75,7 @@ def test_paper_val_and_test_follow_the_training_classes_and_proportions(
     np.testing.assert_array_equal(test_counts, train_counts)  # test_fraction 1.0
     np.testing.assert_array_equal(val_counts, np.where(train_counts > 0, train_counts // 2, 0))
     assert len(c.val) < len(c.test)
-    assert majority_class(digits.test.labels[c.test]) == majority_class(
-        digits.train.labels[c.train]
-    )
+    assert majority_class(digits.test.labels[c.test]) == majority_class(digits.train.labels[c.train])
 
 
 def test_paper_val_and_test_are_disjoint_when_they_share_the_test_pool(
@@ -91,9 +89,7 @@ def test_paper_val_and_test_are_disjoint_when_they_share_the_test_pool(
         assert len(np.unique(c.val)) == len(c.val)
 
 
-def test_paper_indices_are_int64_and_within_their_pools(
-    digits: DataSource, paper: Partitioner
-) -> None:
+def test_paper_indices_are_int64_and_within_their_pools(digits: DataSource, paper: Partitioner) -> None:
     for cid in range(20):
         assert _in_range(paper.client(cid), digits)
 
@@ -124,17 +120,13 @@ def test_separate_val_split_is_used_for_val(digits: DataSource) -> None:
     source = DataSource("d", "image", digits.class_names, digits.train, digits.test, val)
     c = Partitioner(source, "paper", seed=0).client(0)
     assert c.val.max() < 100
-    np.testing.assert_array_equal(
-        np.unique(val.labels[c.val]), np.unique(digits.train.labels[c.train])
-    )
+    np.testing.assert_array_equal(np.unique(val.labels[c.val]), np.unique(digits.train.labels[c.train]))
 
 
 # -- determinism and laziness ---------------------------------------------------------------
 
 
-def test_same_seed_and_id_give_the_same_client_in_any_order(
-    digits: DataSource, paper: Partitioner
-) -> None:
+def test_same_seed_and_id_give_the_same_client_in_any_order(digits: DataSource, paper: Partitioner) -> None:
     first = paper.client(5)
     other = Partitioner(digits, "paper", seed=0)
     for cid in (9, 2, 77):  # ask for other clients first
@@ -143,9 +135,7 @@ def test_same_seed_and_id_give_the_same_client_in_any_order(
     assert _same(first, paper.client(5))
 
 
-def test_different_ids_and_seeds_give_different_clients(
-    digits: DataSource, paper: Partitioner
-) -> None:
+def test_different_ids_and_seeds_give_different_clients(digits: DataSource, paper: Partitioner) -> None:
     assert not _same(paper.client(0), paper.client(1))
     assert not _same(paper.client(0), Partitioner(digits, "paper", seed=1).client(0))
     # across many clients, the dropped classes and dominant class vary
@@ -261,9 +251,7 @@ def test_domain_scheme_rejects_a_domain_without_training_samples(digits: DataSou
         ("samples_per_client", 0),
     ],
 )
-def test_out_of_range_parameter_names_its_field(
-    digits: DataSource, field: str, value: float
-) -> None:
+def test_out_of_range_parameter_names_its_field(digits: DataSource, field: str, value: float) -> None:
     with pytest.raises(ConfigError) as info:
         Partitioner(digits, "paper", seed=0, **{field: value})  # type: ignore[arg-type]
     assert info.value.field == f"data.partition.{field}"

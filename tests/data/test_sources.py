@@ -84,9 +84,7 @@ def test_digits_train_and_test_do_not_share_an_image_slot(digits: DataSource) ->
     from sklearn.datasets import load_digits
 
     full = np.bincount(load_digits().target, minlength=10)
-    got = np.bincount(digits.train.labels, minlength=10) + np.bincount(
-        digits.test.labels, minlength=10
-    )
+    got = np.bincount(digits.train.labels, minlength=10) + np.bincount(digits.test.labels, minlength=10)
     np.testing.assert_array_equal(full, got)
 
 

@@ -155,8 +155,13 @@ def test_real_minilm_packed_equals_the_padded_reference_with_prompts(minilm: Ber
     task, data = prompt_rows(minilm, 2)
     ids, owner = minilm.encode(QUERIES), torch.tensor([0, 1] * 5)
     with torch.no_grad():
-        got, want = _logits(minilm, ids, task, data, owner), _logits(reference_twin(minilm), ids, task, data, owner)
-    print(f"minilm: max abs logit difference packed vs padded reference: {(got - want).abs().max().item():.3g}")
+        got, want = (
+            _logits(minilm, ids, task, data, owner),
+            _logits(reference_twin(minilm), ids, task, data, owner),
+        )
+    print(
+        f"minilm: max abs logit difference packed vs padded reference: {(got - want).abs().max().item():.3g}"
+    )
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 

@@ -24,7 +24,6 @@ def model(tiny_config: ExperimentConfig) -> ClipMaple:
     return built
 
 
-
 def test_backbone_is_frozen_and_in_eval_mode(model: ClipMaple) -> None:
     assert not any(p.requires_grad for p in model.parameters())
     assert not model.training and not model.clip.training

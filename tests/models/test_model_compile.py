@@ -54,7 +54,6 @@ def models(request: pytest.FixtureRequest, tiny_config: ExperimentConfig) -> tup
     return request.param, (eager, compiled)
 
 
-
 def _loss_and_grads(
     model: DualPromptModel, rows: tuple[torch.Tensor, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -15,7 +15,10 @@ pytestmark = pytest.mark.ray
 BACKBONES = {
     "vit": ["model.backbone=vit", "model.name=vit_base_patch16_224", "data.source=digits"],
     "bert": [
-        "model.backbone=bert", "data.source=clinc150", "data.partition.scheme=domain", "data.partition.shots=2",
+        "model.backbone=bert",
+        "data.source=clinc150",
+        "data.partition.scheme=domain",
+        "data.partition.shots=2",
         "model.max_length=16",
     ],  # fmt: skip
 }

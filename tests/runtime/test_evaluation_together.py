@@ -47,6 +47,8 @@ def test_together_equals_one_at_a_time(workers: list[Any]) -> None:
     for together_result, alone_result in zip((val, test, glob), alone):
         assert together_result is not None and alone_result is not None
         for name in ("loss", "correct", "count", "micro_f1", "majority_acc"):
-            assert np.array_equal(getattr(together_result, name), getattr(alone_result, name), equal_nan=True), name
+            assert np.array_equal(
+                getattr(together_result, name), getattr(alone_result, name), equal_nan=True
+            ), name
     assert len(val.loss) == 3 and len(glob.loss) == 1  # type: ignore[union-attr]
     assert not np.array_equal(val.loss, test.loss)  # type: ignore[union-attr]  # different splits, really
