@@ -54,6 +54,8 @@ class _Section:
     def __post_init__(self) -> None:
         hints = _hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if f.metadata.get("dynamic"):  # checked by the section itself
+                continue
             value = getattr(self, f.name)
             value = _check_leaf(self._dotted(f.name), value, hints[f.name], f.metadata)
             object.__setattr__(self, f.name, value)  # frozen: store the normalised value
@@ -145,28 +147,66 @@ class FederationConfig(_Section):
     cohort: int = _spec(10, "[1, inf)")
     rounds: int = _spec(10, "[1, inf)")
     new_clients: int = _spec(2, "[0, inf)", hint="held-out clients for the global model")
+    eval_every: int = _spec(
+        1, "[1, inf)", hint="personalised and global evaluations every N rounds and at the last"
+    )
     max_eval_models: int = _spec(
         0, "[0, inf)", hint="0 = exact up to 128 clients a round, then 128 candidates"
     )
     joins: str = _spec("", pattern=r"(\d+@\d+(,\d+@\d+)*)?", hint="'COUNT@ROUND,...', e.g. '100@5,100@10'")
 
 
+class AlgorithmOptions(_Section):
+    """Base of every algorithm's options: a frozen dataclass whose fields are validated like
+    any config field (annotation, ``option(...)`` range, pattern and hint). Its fields sit under
+    ``algorithm:`` next to ``name``; the algorithm declares the class (``algorithms/base.py``)."""
+
+    _path = "algorithm"
+
+
+def option(default: Any, interval: str = "", pattern: str = "", hint: str = "") -> Any:
+    """A field of an ``AlgorithmOptions`` dataclass, checked like every config field."""
+    return _spec(default, interval, pattern, hint)
+
+
 @dataclass(frozen=True)
 class AlgorithmConfig(_Section):
-    """The federated algorithm and its hyperparameters."""
+    """The federated algorithm: a built-in name or ``package.module:ClassName``, and its options.
 
-    name: Literal["dp2fl", "local", "promptfl", "fedprox", "pfedme"] = "dp2fl"
-    alpha: float = _spec(1.2, "[1, inf)", hint="below 1 the PC and DNC sets overlap")
-    beta: float = _spec(0.2, "[0, 1]")
-    global_weights: Literal["fomo_sum", "softmin", "uniform"] = "fomo_sum"
-    tau: float = _spec(1.0, "(0, inf)", hint="softmin temperature")
-    rnc_direction: Literal["toward", "away"] = "toward"
-    baseline: Literal["last", "refresh"] = "last"
-    eps: float = _spec(1e-8, "(0, inf)")
-    mu: float = _spec(0.01, "[0, inf)", hint="FedProx proximal weight")
-    lam: float = _spec(15.0, "(0, inf)", hint="pFedMe regularisation lambda")
-    inner_steps: int = _spec(3, "[1, inf)", hint="pFedMe inner steps per batch")
-    server_beta: float = _spec(1.0, "(0, 1]", hint="pFedMe server mixing beta")
+    The options are the algorithm's own ``options_type`` (``algorithms/registry.py`` finds the
+    class): config.py lists no algorithm. In YAML they sit next to ``name``.
+    """
+
+    name: str = _spec(
+        "dp2fl",
+        pattern=r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?",
+        hint="a built-in algorithm or package.module:ClassName",
+    )
+    options: AlgorithmOptions | None = field(default=None, metadata={"dynamic": True})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        kind = algorithm_class(self.name)
+        if self.options is None:
+            object.__setattr__(self, "options", kind.options_type())
+        elif type(self.options) is not kind.options_type:
+            raise ConfigError(
+                "algorithm",
+                type(self.options).__name__,
+                f"{kind.options_type.__name__} (the options of {self.name!r})",
+            )
+
+    @property
+    def algorithm_class(self) -> Any:
+        """The ``Algorithm`` subclass ``name`` refers to."""
+        return algorithm_class(self.name)
+
+
+def algorithm_class(name: str) -> Any:
+    """The ``Algorithm`` subclass for ``algorithm.name`` (imported lazily: algorithms import config)."""
+    from dp2fl_ray.algorithms.registry import resolve_algorithm
+
+    return resolve_algorithm(name)
 
 
 @dataclass(frozen=True)
@@ -235,12 +275,7 @@ class ExperimentConfig(_Section):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        a, lr = self.algorithm, self.train.lr
-        if a.name == "pfedme" and lr * a.lam >= 1:
-            raise ConfigError(
-                "algorithm.lam", a.lam, f"train.lr x algorithm.lam < 1 (train.lr is {lr:g})",
-                "pFedMe's updates overshoot and diverge otherwise; lower train.lr or algorithm.lam",
-            )  # fmt: skip
+        self.algorithm.algorithm_class.check_config(self)
 
     def with_overrides(self, overrides: Sequence[str]) -> ExperimentConfig:
         """Return a new config with ``--set``-style overrides applied (this one is unchanged).
@@ -359,6 +394,8 @@ def _build(cls: type[_S], data: Any) -> _S:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(cls._path or "(top level)", data, f"a mapping of {where}")
+    if cls is AlgorithmConfig:
+        return _build_algorithm(data)  # type: ignore[return-value]
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in data:
         if key not in known:
@@ -371,6 +408,28 @@ def _build(cls: type[_S], data: Any) -> _S:
     hints = _hints(cls)
     kwargs = {k: _build(hints[k], v) if _is_section(hints[k]) else v for k, v in data.items()}
     return cls(**kwargs)
+
+
+def _build_algorithm(data: Mapping[str, Any]) -> AlgorithmConfig:
+    """``algorithm:``: ``name`` picks the algorithm, whose options type takes the other keys."""
+    name = data.get("name", AlgorithmConfig.name)
+    _check_leaf("algorithm.name", name, str, dataclasses.fields(AlgorithmConfig)[0].metadata)
+    kind = algorithm_class(name)
+    options_type = kind.options_type
+    known = sorted(f.name for f in dataclasses.fields(options_type))
+    for key in data:
+        if key != "name" and key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            listed = ", ".join(known) if known else "none"
+            hint = f"did you mean 'algorithm.{close[0]}'? " if close else ""
+            raise ConfigError(
+                f"algorithm.{key}",
+                data[key],
+                f"an option of algorithm {name!r}",
+                f"{hint}its options: {listed}",
+            )
+    options = options_type(**{k: v for k, v in data.items() if k != "name"})
+    return AlgorithmConfig(name=name, options=options)
 
 
 def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
@@ -387,8 +446,14 @@ def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
 
 
 def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
-    """Return the config as a plain nested dict that ``config_from_dict`` turns back into it."""
-    return dataclasses.asdict(config)
+    """Return the config as a plain nested dict that ``config_from_dict`` turns back into it.
+
+    The algorithm's options sit next to its name (``algorithm: {name: dp2fl, alpha: 1.2}``).
+    """
+    tree = dataclasses.asdict(config)
+    algorithm = tree["algorithm"]
+    tree["algorithm"] = {"name": algorithm["name"], **(algorithm["options"] or {})}
+    return tree
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

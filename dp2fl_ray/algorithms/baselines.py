@@ -1,4 +1,7 @@
-"""Server maths of the baselines the paper compares against (ALGORITHM.md section 4).
+"""Server maths shared by the baselines the paper compares against (ALGORITHM.md section 4).
+
+The methods themselves are one module each (``promptfl.py``, ``fedprox.py``, ``local.py``,
+``pfedme.py``); this module is their FedAvg arithmetic.
 
 - ``local``: no communication; nothing to aggregate.
 - ``promptfl``: FedAvg of all prompts, weighted by client data size; one global model.
@@ -12,9 +15,6 @@ Pure numpy, float64 out; inputs never mutated.
 from __future__ import annotations
 
 import numpy as np
-
-ALGORITHMS = ("dp2fl", "local", "promptfl", "fedprox", "pfedme")
-GLOBAL_MODEL_ALGORITHMS = ("promptfl", "fedprox", "pfedme")
 
 
 def fedavg_weights(sizes: np.ndarray) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""DP2FL server aggregation: the pure math of ALGORITHM.md section 2, steps 4-5.
+"""DP2FL (Chang et al., 2025): its options, its server maths and its ``Algorithm`` class.
+
+The maths is ALGORITHM.md section 2, steps 4-5, as pure functions; ``DP2FL`` at the end is
+the method the runtime calls (``algorithms/base.py``), including step 5 run on blocks of the
+cross-evaluation while the rest still runs (``EarlyDataPrompts``).
 
 Prompts are flat float vectors (one row per cohort client); ``loss[i, j]`` is the
 validation loss of client i's updated model on client j's validation set (rows = models,
@@ -9,16 +13,41 @@ arrays; inputs are never mutated. Step 6 (the next baseline ``L_k``) is an evalu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Literal
 
 import numpy as np
+import pandas as pd
 
+from dp2fl_ray.algorithms.base import (
+    Algorithm,
+    EarlyAggregation,
+    RoundResults,
+    RoundStart,
+    RoundUpdate,
+    ServerState,
+    check_finite_losses,
+)
+from dp2fl_ray.config import AlgorithmOptions, option
 from dp2fl_ray.errors import ConfigError
 
 GLOBAL_SCHEMES = ("fomo_sum", "softmin", "uniform")
 RNC_DIRECTIONS = ("toward", "away")
+
+
+@dataclass(frozen=True)
+class DP2FLOptions(AlgorithmOptions):
+    """DP2FL's options; those marked [ours] in ALGORITHM.md are the choices the paper leaves open."""
+
+    alpha: float = option(1.2, "[1, inf)", hint="below 1 the PC and DNC sets overlap")
+    beta: float = option(0.2, "[0, 1]")
+    global_weights: Literal["fomo_sum", "softmin", "uniform"] = "fomo_sum"
+    tau: float = option(1.0, "(0, inf)", hint="softmin temperature")
+    rnc_direction: Literal["toward", "away"] = "toward"
+    baseline: Literal["last", "refresh"] = "last"
+    eps: float = option(1e-8, "(0, inf)")
 
 
 class PeerSet(IntEnum):
@@ -209,14 +238,9 @@ def aggregate_round(
     updated_data: np.ndarray,
     previous_data: np.ndarray,
     baselines: np.ndarray,
+    options: DP2FLOptions,
     *,
-    alpha: float,
-    beta: float,
-    scheme: str = "fomo_sum",
-    tau: float = 1.0,
     sizes: np.ndarray | None = None,
-    rnc_direction: str = "toward",
-    eps: float = 1e-8,
     done: Mapping[int, DataPromptUpdate] | None = None,
 ) -> RoundAggregation:
     """The server's work in one round: global prompts (step 4), every data prompt (step 5).
@@ -227,8 +251,9 @@ def aggregate_round(
         updated_data: (m, Dd) ``P~d_i``.
         previous_data: (m, Dd) each client's ``Pd_k^(r-1)`` (InitGlo start for first-timers).
         baselines: (m,) ``L_k``.
-        alpha, beta, rnc_direction, eps: see :func:`aggregate_data_prompt`.
-        scheme, tau, sizes: see :func:`global_weights`.
+        options: alpha, beta, rnc_direction, eps (see :func:`aggregate_data_prompt`) and
+            global_weights, tau (see :func:`global_weights`).
+        sizes: (m,) training sizes, for ``global_weights: uniform``.
         done: step 5 already computed for some clients k (from these same inputs, e.g. while
             the rest of the cross-evaluation ran); the others are computed here.
 
@@ -254,11 +279,12 @@ def aggregate_round(
             f"previous_data (m, Dd), baselines (m,); got {loss.shape}, {task.shape}, "
             f"{data.shape}, {previous.shape}, {base.shape}"
         )
-    weights = global_weights(loss, scheme, tau, sizes)
+    o = options
+    weights = global_weights(loss, o.global_weights, o.tau, sizes)
     done = done or {}
     per_client = [
         done[k] if k in done else
-        aggregate_data_prompt(previous[k], data, loss[:, k], float(base[k]), alpha, beta, rnc_direction, eps)
+        aggregate_data_prompt(previous[k], data, loss[:, k], float(base[k]), o.alpha, o.beta, o.rnc_direction, o.eps)
         for k in range(m)
     ]  # fmt: skip
     return RoundAggregation(
@@ -304,14 +330,9 @@ def aggregate_round_sparse(
     updated_data: np.ndarray,
     previous_data: np.ndarray,
     baselines: np.ndarray,
+    options: DP2FLOptions,
     *,
-    alpha: float,
-    beta: float,
-    scheme: str = "fomo_sum",
-    tau: float = 1.0,
     sizes: np.ndarray | None = None,
-    rnc_direction: str = "toward",
-    eps: float = 1e-8,
     done: Mapping[int, DataPromptUpdate] | None = None,
 ) -> SparseRoundAggregation:
     """:func:`aggregate_round` when each client evaluated only some peers (FedFomo-style).
@@ -327,7 +348,8 @@ def aggregate_round_sparse(
     m = data.shape[0]
     counts = np.bincount(pair_i, minlength=m)
     totals = np.bincount(pair_i, weights=losses, minlength=m) * m / np.maximum(counts, 1)  # (m,) S_i
-    weights = global_weights(totals[:, None], scheme, tau, sizes)
+    o = options
+    weights = global_weights(totals[:, None], o.global_weights, o.tau, sizes)
     new_data = np.empty_like(data)
     sets = np.empty(len(losses), np.int8)
     raw, norm, dist = (np.empty(len(losses)) for _ in range(3))
@@ -335,7 +357,7 @@ def aggregate_round_sparse(
     for k, rows in enumerate(pairs_by_set(pair_j, m)):
         update = done[k] if k in done else aggregate_data_prompt(
             np.asarray(previous_data[k], np.float64), data[pair_i[rows]], losses[rows], float(baselines[k]),
-            alpha, beta, rnc_direction, eps,
+            o.alpha, o.beta, o.rnc_direction, o.eps,
         )  # fmt: skip
         new_data[k] = update.new_prompt
         sets[rows], raw[rows], norm[rows], dist[rows] = (
@@ -349,3 +371,157 @@ def aggregate_round_sparse(
         weights, weighted_average(task, weights), weighted_average(data, weights), new_data,
         pair_i, pair_j, sets, raw, norm, dist,
     )  # fmt: skip
+
+
+# --- the method ---------------------------------------------------------------------------
+
+
+@dataclass
+class EarlyDataPrompts(EarlyAggregation):
+    """One round's step 5, filled in block by block while the cross-evaluation runs.
+
+    Client k's new data prompt needs only column k of the loss matrix: every model's loss on
+    k's validation set. The cross-evaluation comes back in set-major blocks (a block holds all
+    the pairs of its validation sets), so as soon as a block's losses arrive the aggregator
+    computes its clients' data prompts while the workers evaluate the other blocks. Only the
+    global weights (the row sums, step 4) wait for the whole matrix. The result equals
+    computing every column at the end, bit for bit: the same function gets the same float64
+    inputs in the same order.
+    """
+
+    updated: np.ndarray  # (m, Dd) every client's trained P~d_i, float64
+    previous: np.ndarray  # (m, Dd) each client's Pd_k^(r-1) (its InitGlo start when first seen)
+    baselines: np.ndarray  # (m,) L_k
+    options: DP2FLOptions
+    done: dict[int, DataPromptUpdate] = field(default_factory=dict)
+
+    @classmethod
+    def start(
+        cls, updated: np.ndarray, previous: np.ndarray, baselines: np.ndarray, options: DP2FLOptions
+    ) -> EarlyDataPrompts:
+        """The round's inputs in float64 (as ``aggregate_round`` converts them)."""
+        return cls(
+            np.asarray(updated, np.float64),
+            np.asarray(previous, np.float64),
+            np.asarray(baselines, np.float64),
+            options,
+        )
+
+    def absorb(self, pair_i: np.ndarray, pair_j: np.ndarray, losses: np.ndarray) -> None:
+        """Step 5 for every validation set of a block: ``pair_j`` holds each set's cohort row and
+        the block holds all of those sets' pairs."""
+        pair_i, pair_j = np.asarray(pair_i, np.int64), np.asarray(pair_j, np.int64)
+        losses = np.asarray(losses, np.float64)
+        o = self.options
+        for k, rows in enumerate(pairs_by_set(pair_j, len(self.updated))):
+            if len(rows) == 0:
+                continue
+            self.done[k] = aggregate_data_prompt(
+                self.previous[k], self.updated[pair_i[rows]], losses[rows], float(self.baselines[k]),
+                o.alpha, o.beta, o.rnc_direction, o.eps,
+            )  # fmt: skip
+
+    @property
+    def clients_done(self) -> int:
+        return len(self.done)
+
+    def matches(self, updated: np.ndarray, previous: np.ndarray, baselines: np.ndarray) -> bool:
+        """Whether these are the inputs the early work was started from (else it is discarded)."""
+        pairs = ((self.updated, updated), (self.previous, previous), (self.baselines, baselines))
+        return all(
+            np.array_equal(mine, np.asarray(theirs, np.float64), equal_nan=True) for mine, theirs in pairs
+        )
+
+
+class DP2FL(Algorithm):
+    """Global task prompt from cross-evaluation weights; per-client data prompts aggregated
+    from the PC/RNC/DNC peers of each client (ALGORITHM.md).
+
+    The store keeps each client's data prompt ``Pd_k``; a first-timer starts from the global
+    data prompt (InitGlo). The baseline ``L_k`` is measured before training for first-timers
+    (and for everyone with ``baseline: refresh``).
+    """
+
+    name = "dp2fl"
+    options_type = DP2FLOptions
+    cross_evaluates = True
+    needs_validation_loss = True
+    options: DP2FLOptions
+
+    def start_rows(
+        self, state: ServerState, stored: Sequence[np.ndarray | None]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        task = np.repeat(state.global_task[None], len(stored), axis=0)  # (m, Dt)
+        data = np.stack([initglo_start(row, state.global_data) for row in stored])  # (m, Dd)
+        return task, data
+
+    def needs_baseline(self, first_time: np.ndarray) -> np.ndarray:
+        return np.asarray(first_time, bool) | (self.options.baseline == "refresh")
+
+    def early_aggregation(
+        self, start: RoundStart, data: np.ndarray, baselines: np.ndarray
+    ) -> EarlyDataPrompts:
+        return EarlyDataPrompts.start(data, start.data, baselines, self.options)
+
+    def aggregate(
+        self, state: ServerState, results: RoundResults, early: EarlyAggregation | None = None
+    ) -> RoundUpdate:
+        cross, baselines, task, data = results.cross, results.baselines, results.task, results.data
+        if cross is None:
+            raise ValueError("dp2fl needs the cross-evaluation")
+        check_finite_losses(cross, baselines)
+        m, start = len(task), results.start
+        usable = isinstance(early, EarlyDataPrompts) and early.matches(data, start.data, baselines)
+        done = early.done if usable and isinstance(early, EarlyDataPrompts) else {}
+        sizes = np.asarray(results.n_train, np.float64)
+        result: RoundAggregation | SparseRoundAggregation
+        if cross.is_exact(m):
+            result = aggregate_round(
+                cross.dense(m), task, data, start.data, baselines, self.options, sizes=sizes, done=done
+            )
+        else:
+            result = aggregate_round_sparse(
+                cross.pair_i, cross.pair_j, cross.loss, task, data, start.data, baselines, self.options,
+                sizes=sizes, done=done,
+            )  # fmt: skip
+        global_task = result.global_task.astype(np.float32)
+        personal_task = np.repeat(global_task[None], m, axis=0)
+        return RoundUpdate(
+            global_task, result.global_data.astype(np.float32), personal_task, result.new_data.astype(np.float32),
+            result.global_weights, result, len(done),
+        )  # fmt: skip
+
+    def aggregation_table(
+        self, update: RoundUpdate, results: RoundResults, cohort: np.ndarray
+    ) -> pd.DataFrame | None:
+        """One row per evaluated (model i, validation set j): enough to recompute the round's maths.
+
+        The set, distance and weights are those of peer i for client k = j.
+        """
+        a, cross = update.details, results.cross
+        if a is None or cross is None:
+            return None
+        i, j = cross.pair_i, cross.pair_j
+        if isinstance(a, SparseRoundAggregation):
+            sets, distances, raw, weights = a.sets, a.distances, a.raw_weights, a.weights
+        else:
+            sets, distances, raw, weights = (
+                a.sets[i, j],
+                a.distances[i, j],
+                a.raw_weights[i, j],
+                a.weights[i, j],
+            )
+        frame = pd.DataFrame(
+            {
+                "i": cohort[i],
+                "j": cohort[j],
+                "loss": cross.loss,
+                "baseline_j": results.baselines[j],
+                "set": [PeerSet(int(x)).name for x in sets],
+                "distance": distances,
+                "raw_weight": raw,
+                "weight": weights,
+                "global_weight_i": a.global_weights[i],
+            }
+        )
+        return frame.sort_values(["i", "j"], kind="stable").reset_index(drop=True)

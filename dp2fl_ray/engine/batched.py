@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +70,42 @@ class EvalOutput:
         return self.correct.double() / self.count.clamp(min=1).double()
 
 
+class ClientForward:
+    """How a method turns client rows into logits, and any extra loss term of its objective.
+
+    The default runs the backbone's two prompts as they are: ``task (M, Dt)`` and
+    ``data (M, Dd)`` rows straight into ``model.class_features`` and ``model.logits``. A
+    method whose rows mean something else (``algorithms/base.py``) subclasses this; the
+    engine calls it for training and for every evaluation, so the model evaluated is the
+    model trained.
+    """
+
+    def prepare(self, model: DualPromptModel, task: torch.Tensor, data: torch.Tensor) -> Any:
+        """Per-model work done once per step or evaluation (default: the class features)."""
+        return model.class_features(task)
+
+    def logits(
+        self,
+        model: DualPromptModel,
+        inputs: torch.Tensor,
+        task: torch.Tensor,
+        data: torch.Tensor,
+        owner: torch.Tensor,
+        prepared: Any,
+    ) -> torch.Tensor:
+        """Class logits ``(N, C)``; sample n runs with row ``owner[n]`` of ``task``/``data``."""
+        return model.logits(inputs, task, data, owner, prepared)
+
+    def extra_loss(
+        self, model: DualPromptModel, task: torch.Tensor, data: torch.Tensor, prepared: Any
+    ) -> torch.Tensor | None:
+        """A per-client term ``(A,)`` added to each client's mean cross-entropy (default: none)."""
+        return None
+
+
+PROMPT_FORWARD = ClientForward()
+
+
 def client_batches(n: int, hp: LocalTraining, seed: int) -> list[torch.Tensor]:
     """The index batches client data of size ``n`` is visited in: a fresh shuffle per epoch."""
     gen = torch.Generator().manual_seed(seed)
@@ -86,6 +123,7 @@ def train_clients(
     clients: Sequence[ClientData],
     hp: LocalTraining,
     seeds: Sequence[int],
+    forward: ClientForward = PROMPT_FORWARD,
 ) -> TrainOutput:
     """Train B clients together; row k of ``task``/``data`` is client k's start.
 
@@ -95,6 +133,7 @@ def train_clients(
         clients: each client's training data (B of them).
         hp: local SGD hyperparameters.
         seeds: one shuffle seed per client (derived from (seed, round, client id)).
+        forward: the method's rows-to-logits map and extra loss (default: the prompts as is).
     """
     b = len(clients)
     if task.shape[0] != b or data.shape[0] != b or len(seeds) != b:
@@ -112,7 +151,7 @@ def train_clients(
     for step in range(int(steps.max()) if b else 0):
         batch = active_batch(clients, plans, step, device)
         act = batch.rows
-        per_client, grads = client_losses_and_grads(model, params, batch)
+        per_client, grads = client_losses_and_grads(model, params, batch, forward)
         with torch.no_grad():
             for p, g, buf, start in zip(params, grads, buffers, (start_t, start_d)):
                 g = g[act]
@@ -159,16 +198,24 @@ def active_batch(
 
 
 def client_losses_and_grads(
-    model: DualPromptModel, params: Sequence[torch.Tensor], batch: ActiveBatch
+    model: DualPromptModel,
+    params: Sequence[torch.Tensor],
+    batch: ActiveBatch,
+    forward: ClientForward = PROMPT_FORWARD,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    """Each active client's mean batch loss ``(A,)`` and the gradients of their sum w.r.t.
-    ``params = [task (B, Dt), data (B, Dd)]``: row k of a gradient is client k's own."""
+    """Each active client's batch loss ``(A,)`` (mean cross-entropy plus the method's extra
+    term) and the gradients of their sum w.r.t. ``params = [task (B, Dt), data (B, Dd)]``:
+    row k of a gradient is client k's own."""
     t_rows, d_rows = params[0][batch.rows], params[1][batch.rows]  # (A, Dt), (A, Dd)
     with model.autocast():
-        logits = model.logits(batch.inputs, t_rows, d_rows, batch.owner, model.class_features(t_rows))
+        prepared = forward.prepare(model, t_rows, d_rows)
+        logits = forward.logits(model, batch.inputs, t_rows, d_rows, batch.owner, prepared)
     per_sample = F.cross_entropy(logits.float(), batch.labels, reduction="none")  # (N,)
     per_client = torch.zeros(len(batch.rows), device=per_sample.device).index_add(0, batch.owner, per_sample)
     per_client = per_client / batch.sizes
+    extra = forward.extra_loss(model, t_rows, d_rows, prepared)
+    if extra is not None:
+        per_client = per_client + extra.float()
     return per_client, torch.autograd.grad(per_client.sum(), list(params))
 
 
@@ -181,6 +228,7 @@ def evaluate_pairs(
     pairs: Sequence[tuple[int, int]],
     batch_size: int,
     keep_predictions: bool = False,
+    forward: ClientForward = PROMPT_FORWARD,
 ) -> EvalOutput:
     """Evaluate model rows on data sets, pair by pair, packing many pairs per forward pass.
 
@@ -190,12 +238,13 @@ def evaluate_pairs(
         pairs: ``(model row, set index)``; the m x m cross-evaluation is all pairs.
         batch_size: samples per forward pass (packed across pairs).
         keep_predictions: also return each pair's predicted labels (for F1 scores).
+        forward: the method's rows-to-logits map (default: the prompts as they are).
     """
     device = model.device
     task = task.to(device, torch.float32)
     data = data.to(device, torch.float32)
     with model.autocast():
-        class_feats = model.class_features(task)  # (M, C, P): once, not per sample
+        prepared = forward.prepare(model, task, data)  # e.g. class features (M, C, P): once, not per sample
     n_pairs = len(pairs)
     loss_sum = torch.zeros(n_pairs, dtype=torch.float64)
     correct = torch.zeros(n_pairs, dtype=torch.long)
@@ -207,7 +256,7 @@ def evaluate_pairs(
         owner = torch.cat([torch.full((hi - lo,), i) for _, (i, _), lo, hi in chunk]).to(device)  # (N,)
         pair_of = torch.cat([torch.full((hi - lo,), p) for p, _, lo, hi in chunk])  # (N,)
         with model.autocast():
-            logits = model.logits(inputs, task, data, owner, class_feats)
+            logits = forward.logits(model, inputs, task, data, owner, prepared)
         per_sample = F.cross_entropy(logits.float(), labels, reduction="none").double().cpu()
         predicted = logits.argmax(dim=-1)
         loss_sum.index_add_(0, pair_of, per_sample)

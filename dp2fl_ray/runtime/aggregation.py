@@ -1,86 +1,46 @@
 """The aggregator's state and steps, without Ray: ``actors.Aggregator`` wraps it in an actor.
 
-It holds the global task prompt ``Pt`` and global data prompt ``PD`` and owns the client
-store. A round is three calls: ``start_round`` (where each cohort client starts),
-``aggregate`` (the algorithm's server maths from ``algorithms/``), ``commit`` (each client's
-state and baseline into the store). For DP2FL, ``begin_early`` and ``absorb_losses`` between
-training and ``aggregate`` let step 5 run on blocks of the cross-evaluation as they arrive
-(``early_aggregation.py``).
-
-What a client starts from, by algorithm:
-
-- ``dp2fl``: the global task prompt and its stored data prompt (InitGlo for a first-timer);
-- ``local``: its own stored task and data prompts (the initial ones the first time);
-- ``promptfl``, ``fedprox``, ``pfedme``: the global prompts.
+It holds the global rows and owns the client store; every decision is the algorithm's
+(``algorithms/base.py``). A round is three calls: ``start_round`` (where each cohort client
+starts), ``aggregate`` (the algorithm's server step), ``commit`` (each client's stored row and
+baseline into the store). Between training and ``aggregate``, ``begin_early`` and
+``absorb_losses`` let an algorithm start its server work on blocks of the cross-evaluation
+as they arrive.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dp2fl_ray.algorithms.baselines import fedavg_weights, pfedme_server
-from dp2fl_ray.algorithms.dp2fl import (
-    RoundAggregation,
-    SparseRoundAggregation,
-    aggregate_round,
-    aggregate_round_sparse,
-    initglo_start,
+from dp2fl_ray.algorithms.base import (
+    EarlyAggregation,
+    RoundResults,
+    RoundStart,
+    RoundUpdate,
+    ServerState,
 )
-from dp2fl_ray.config import StoreConfig
-from dp2fl_ray.errors import RunError
-from dp2fl_ray.runtime.crosseval import CrossEval
-from dp2fl_ray.runtime.early_aggregation import EarlyDataPrompts
+from dp2fl_ray.algorithms.registry import build_algorithm
+from dp2fl_ray.config import AlgorithmConfig, StoreConfig
 from dp2fl_ray.state import ClientState, ClientStore, InMemoryClientStore, ShardedClientStore, open_store
 
-
-@dataclass(frozen=True)
-class RoundStart:
-    """Where each cohort client starts a round (rows in cohort order)."""
-
-    global_task: np.ndarray  # (Dt,)
-    global_data: np.ndarray  # (Dd,)
-    task: np.ndarray  # (m, Dt)
-    data: np.ndarray  # (m, Dd)
-    baselines: np.ndarray  # (m,) stored L_k, NaN for first-timers
-    first_time: np.ndarray  # (m,) bool
-
-    def subset(self, keep: np.ndarray) -> RoundStart:
-        """The rows of the clients in ``keep`` (positions), e.g. those whose training succeeded."""
-        return RoundStart(
-            self.global_task, self.global_data, self.task[keep], self.data[keep], self.baselines[keep],
-            self.first_time[keep],
-        )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class RoundUpdate:
-    """The server's answer to a round: new global prompts and each client's personal model."""
-
-    global_task: np.ndarray  # (Dt,)
-    global_data: np.ndarray  # (Dd,)
-    personal_task: np.ndarray  # (m, Dt) the model each client is evaluated with
-    personal_data: np.ndarray  # (m, Dd)
-    global_weights: np.ndarray  # (m,) each client's weight in the global prompts (NaN: none)
-    dp2fl: RoundAggregation | SparseRoundAggregation | None  # DP2FL's bookkeeping, for the aggregation table
-    early_clients: int = 0  # DP2FL: clients whose step 5 ran during the cross-evaluation
+__all__ = ["AggregatorCore", "RoundStart", "RoundUpdate"]
 
 
 class AggregatorCore:
-    """Global prompts + client store; turns a round's results into the next state."""
+    """Global rows + client store; turns a round's results into the next state."""
 
     def __init__(
         self,
-        algorithm: Any,
+        algorithm: AlgorithmConfig,
         initial_task: np.ndarray,
         initial_data: np.ndarray,
         store: StoreConfig | None = None,
         store_uri: str = "store",
     ) -> None:
-        self.algorithm = algorithm
+        self.algorithm = build_algorithm(algorithm)
         self.initial_task = np.asarray(initial_task, np.float32).copy()
         self.initial_data = np.asarray(initial_data, np.float32).copy()
         self.global_task = self.initial_task.copy()
@@ -88,147 +48,48 @@ class AggregatorCore:
         self.store: ClientStore = open_store(store, store_uri) if store is not None else InMemoryClientStore()
         self.rounds_done = 0
         self.rounds_seen: dict[int, int] = {}
-        self.early: EarlyDataPrompts | None = None
+        self.early: EarlyAggregation | None = None
 
     @property
-    def name(self) -> str:
-        return str(self.algorithm.name)
+    def state(self) -> ServerState:
+        return ServerState(self.global_task, self.global_data, self.initial_task, self.initial_data)
 
     def start_round(self, cohort: np.ndarray) -> RoundStart:
         rows = self.store.get_many(cohort)
         # remembered for commit, so a round reads each client's row once, not twice
         self.rounds_seen = {int(c): (r.rounds_seen if r else 0) for c, r in zip(cohort, rows)}
-        m, dt = len(rows), len(self.global_task)
-        task = np.repeat(self.global_task[None], m, axis=0)  # (m, Dt)
-        data = np.repeat(self.global_data[None], m, axis=0)  # (m, Dd)
-        if self.name == "dp2fl":
-            data = np.stack(
-                [initglo_start(None if r is None else r.data_prompt, self.global_data) for r in rows]
-            )
-        elif self.name == "local":
-            own = [
-                np.concatenate([self.initial_task, self.initial_data]) if r is None else r.data_prompt
-                for r in rows
-            ]
-            task, data = np.stack([v[:dt] for v in own]), np.stack([v[dt:] for v in own])
+        task, data = self.algorithm.start_rows(
+            self.state, [None if r is None else r.data_prompt for r in rows]
+        )
         return RoundStart(
             global_task=self.global_task.copy(),
             global_data=self.global_data.copy(),
-            task=task.astype(np.float32),
-            data=data.astype(np.float32),
+            task=np.asarray(task).astype(np.float32),
+            data=np.asarray(data).astype(np.float32),
             baselines=np.array([np.nan if r is None else r.baseline for r in rows]),
             first_time=np.array([r is None for r in rows]),
         )
 
     def begin_early(self, start: RoundStart, data: np.ndarray, baselines: np.ndarray) -> None:
-        """DP2FL: this round's trained data prompts and baselines, before the cross-evaluation."""
-        self.early = EarlyDataPrompts.start(data, start.data, baselines, self.algorithm)
+        """This round's trained data rows and baselines, before the cross-evaluation."""
+        self.early = self.algorithm.early_aggregation(start, data, baselines)
 
     def absorb_losses(self, pair_i: np.ndarray, pair_j: np.ndarray, losses: np.ndarray) -> None:
-        """DP2FL: step 5 for the validation sets of one finished cross-evaluation block."""
+        """The algorithm's early server work for one finished cross-evaluation block."""
         if self.early is not None:
             self.early.absorb(pair_i, pair_j, losses)
 
-    def aggregate(
-        self,
-        start: RoundStart,
-        task: np.ndarray,
-        data: np.ndarray,
-        n_train: np.ndarray,
-        cross: CrossEval | None = None,
-        baselines: np.ndarray | None = None,
-        personal: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> RoundUpdate:
-        """New global prompts and each client's personal model from the trained rows.
-
-        Args:
-            start: this round's ``start_round`` answer.
-            task, data: trained rows ``(m, Dt)``, ``(m, Dd)`` (pFedMe: the local copies ``w``).
-            n_train: training samples per client (FedAvg weights).
-            cross: the cross-evaluation (dp2fl only); baselines: each client's ``L_k``.
-            personal: pFedMe's personalised rows ``theta``.
-        """
-        m, name = len(task), self.name
-        if name == "dp2fl":
-            return self._dp2fl(start, task, data, n_train, cross, baselines)
-        if name == "local":
-            update = RoundUpdate(self.global_task, self.global_data, task, data, np.full(m, np.nan), None)
-            return update
-        weights = fedavg_weights(n_train)
-        if name == "pfedme":
-            if personal is None:
-                raise ValueError("pfedme needs the personalised rows")
-            beta = self.algorithm.server_beta
-            self.global_task = pfedme_server(self.global_task, task, n_train, beta).astype(np.float32)
-            self.global_data = pfedme_server(self.global_data, data, n_train, beta).astype(np.float32)
-            return RoundUpdate(self.global_task, self.global_data, personal[0], personal[1], weights, None)
-        self.global_task = (weights @ task).astype(np.float32)  # promptfl, fedprox
-        self.global_data = (weights @ data).astype(np.float32)
-        personal_task = np.repeat(self.global_task[None], m, axis=0)
-        personal_data = np.repeat(self.global_data[None], m, axis=0)
-        return RoundUpdate(self.global_task, self.global_data, personal_task, personal_data, weights, None)
-
-    def _dp2fl(
-        self,
-        start: RoundStart,
-        task: np.ndarray,
-        data: np.ndarray,
-        n_train: np.ndarray,
-        cross: CrossEval | None,
-        baselines: np.ndarray | None,
-    ) -> RoundUpdate:
-        if cross is None or baselines is None:
-            raise ValueError("dp2fl needs the cross-evaluation and the baselines")
-        if not np.all(np.isfinite(cross.loss)) or not np.all(np.isfinite(baselines)):
-            bad = [
-                (int(cross.pair_i[p]), int(cross.pair_j[p]))
-                for p in np.flatnonzero(~np.isfinite(cross.loss))[:5]
-            ]
-            raise RunError(
-                f"non-finite validation losses in the cross-evaluation at (model, set) {bad} or in the "
-                "baselines; lower train.lr or check the data"
-            )
-        a = self.algorithm
-        options = dict(
-            alpha=a.alpha, beta=a.beta, scheme=a.global_weights, tau=a.tau,
-            sizes=np.asarray(n_train, np.float64), rnc_direction=a.rnc_direction, eps=a.eps,
-        )  # fmt: skip
-        m = len(task)
+    def aggregate(self, results: RoundResults) -> RoundUpdate:
+        """The algorithm's server step; the new global rows become this aggregator's."""
         early, self.early = self.early, None
-        done = early.done if early is not None and early.matches(data, start.data, baselines) else {}
-        result: RoundAggregation | SparseRoundAggregation
-        if cross.is_exact(m):
-            result = aggregate_round(cross.dense(m), task, data, start.data, baselines, **options, done=done)
-        else:
-            result = aggregate_round_sparse(
-                cross.pair_i,
-                cross.pair_j,
-                cross.loss,
-                task,
-                data,
-                start.data,
-                baselines,
-                **options,
-                done=done,
-            )
-        self.global_task = result.global_task.astype(np.float32)
-        self.global_data = result.global_data.astype(np.float32)
-        personal_task = np.repeat(self.global_task[None], len(task), axis=0)
-        return RoundUpdate(
-            self.global_task, self.global_data, personal_task, result.new_data.astype(np.float32),
-            result.global_weights, result, len(done),
-        )  # fmt: skip
+        update = self.algorithm.aggregate(self.state, results, early)
+        self.global_task = np.asarray(update.global_task, np.float32)
+        self.global_data = np.asarray(update.global_data, np.float32)
+        return update
 
     def commit(self, cohort: np.ndarray, update: RoundUpdate, new_baselines: np.ndarray) -> None:
-        """Store each cohort client's state and baseline ``L_k`` for its next round.
-
-        The stored vector is the client's data prompt; for ``local`` (which keeps its own
-        task prompt too) it is the task and data prompts concatenated.
-        """
-        if self.name == "local":
-            vectors = np.concatenate([update.personal_task, update.personal_data], axis=1)
-        else:
-            vectors = update.personal_data
+        """Store each cohort client's row (what the algorithm keeps) and baseline ``L_k``."""
+        vectors = self.algorithm.stored_rows(update)
         states = [
             ClientState(
                 np.asarray(vectors[k], np.float32), float(new_baselines[k]), self.rounds_seen[int(c)] + 1

@@ -9,11 +9,12 @@ exact up to ``EXACT_MAX_COHORT`` clients and limited to that many candidates bey
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from dp2fl_ray.algorithms.base import CrossEval
 from dp2fl_ray.seeding import rng_for
+
+__all__ = ["CrossEval", "block_pairs", "candidate_models", "models_per_client"]
 
 EXACT_MAX_COHORT = 128
 
@@ -43,22 +44,3 @@ def block_pairs(candidates: list[np.ndarray], block: slice) -> np.ndarray:
     parts = [np.stack([candidates[k], np.full(len(candidates[k]), k - block.start)], axis=1)
              for k in range(block.start, block.stop)]  # fmt: skip
     return np.concatenate(parts).astype(np.int64)  # (P, 2)
-
-
-@dataclass(frozen=True)
-class CrossEval:
-    """A round's cross-evaluation as evaluated pairs (cohort positions), not a dense matrix."""
-
-    pair_i: np.ndarray  # (P,) model row
-    pair_j: np.ndarray  # (P,) validation-set row
-    loss: np.ndarray  # (P,)
-    models_per_client: int
-
-    def is_exact(self, m: int) -> bool:
-        return self.models_per_client >= m
-
-    def dense(self, m: int) -> np.ndarray:
-        """The (m, m) matrix (NaN where not evaluated); only for the exact case or small m."""
-        matrix = np.full((m, m), np.nan)
-        matrix[self.pair_i, self.pair_j] = self.loss
-        return matrix

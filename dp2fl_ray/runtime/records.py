@@ -7,13 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dp2fl_ray.algorithms.dp2fl import PeerSet, SparseRoundAggregation
-from dp2fl_ray.runtime.aggregation import RoundStart, RoundUpdate
-from dp2fl_ray.runtime.crosseval import CrossEval
+from dp2fl_ray.algorithms.base import CrossEval, RoundResults, RoundStart, RoundUpdate
 from dp2fl_ray.runtime.training import TrainedCohort
 from dp2fl_ray.runtime.work import EvalResult
-
-SET_NAMES = {int(s): s.name for s in PeerSet}
 
 
 @dataclass(frozen=True)
@@ -22,27 +18,62 @@ class RoundOutcome:
 
     round_idx: int
     cohort: np.ndarray
-    start: RoundStart
-    baselines: np.ndarray  # L_k used by the aggregation
+    results: RoundResults  # start rows, trained rows, baselines L_k, the cross-evaluation
     train_loss: np.ndarray
-    n_train: np.ndarray
-    start_test_acc: (
-        np.ndarray
-    )  # clients that joined mid-run, first round: start model test accuracy (NaN otherwise)
-    cross: CrossEval | None  # the cross-evaluation (dp2fl only)
+    start_test_acc: np.ndarray  # clients that joined mid-run, first round: start model test accuracy
     update: RoundUpdate
-    personal_val: EvalResult  # (Pt^r, Pd_k^r) on k's val: the next baseline
-    personal_test: EvalResult  # the same model on k's test split
+    personal_val: EvalResult | None  # (Pt^r, Pd_k^r) on k's val: the next baseline (None: not run)
+    personal_test: EvalResult | None  # the same model on k's test split (None: round not evaluated)
     held_out: np.ndarray
-    global_test: EvalResult | None  # (Pt^r, PD^r) on held-out clients' test
+    global_test: EvalResult | None  # the global model on held-out clients' test
     timings: dict[str, float]
     population: int  # clients that exist this round (joins included)
     failed: int  # cohort clients whose training failed (not in the rows above)
+    evaluated: bool = True  # False on rounds that federation.eval_every skips
+
+    @property
+    def start(self) -> RoundStart:
+        return self.results.start
+
+    @property
+    def baselines(self) -> np.ndarray:
+        return self.results.baselines
+
+    @property
+    def n_train(self) -> np.ndarray:
+        return self.results.n_train
+
+    @property
+    def cross(self) -> CrossEval | None:
+        return self.results.cross
+
+
+def _per_client(result: EvalResult | None, m: int) -> dict[str, np.ndarray]:
+    """An evaluation's per-client columns; NaN (count 0) where it did not run."""
+    if result is None:
+        nan = np.full(m, np.nan)
+        return {
+            "loss": nan,
+            "acc": nan,
+            "count": np.zeros(m, np.int64),
+            "micro": nan,
+            "macro": nan,
+            "maj": nan,
+        }
+    return {
+        "loss": result.loss,
+        "acc": result.correct / np.maximum(result.count, 1),
+        "count": result.count,
+        "micro": result.micro_f1,
+        "macro": result.macro_f1,
+        "maj": result.majority_acc,
+    }
 
 
 def clients_frame(o: RoundOutcome) -> pd.DataFrame:
     """One row per cohort client."""
-    t = o.personal_test
+    m = len(o.cohort)
+    v, t = _per_client(o.personal_val, m), _per_client(o.personal_test, m)
     return pd.DataFrame(
         {
             "client_id": o.cohort,
@@ -50,16 +81,16 @@ def clients_frame(o: RoundOutcome) -> pd.DataFrame:
             "error": "",
             "first_time": o.start.first_time,
             "n_train": o.n_train,
-            "n_val": o.personal_val.count,
-            "n_test": t.count,
+            "n_val": v["count"],
+            "n_test": t["count"],
             "train_loss": o.train_loss,
             "baseline_loss": o.baselines,
-            "val_loss": o.personal_val.loss,
-            "test_loss": t.loss,
-            "test_acc": t.correct / np.maximum(t.count, 1),
-            "test_micro_f1": t.micro_f1,
-            "test_macro_f1": t.macro_f1,
-            "majority_acc": t.majority_acc,
+            "val_loss": v["loss"],
+            "test_loss": t["loss"],
+            "test_acc": t["acc"],
+            "test_micro_f1": t["micro"],
+            "test_macro_f1": t["macro"],
+            "majority_acc": t["maj"],
             "start_test_acc": o.start_test_acc,
             "data_prompt_shift": np.linalg.norm(o.update.personal_data - o.start.data, axis=1),
         }
@@ -83,10 +114,10 @@ def eval_rows(client_ids: np.ndarray, model: str, held_out: bool, result: EvalRe
 
 def evals_frame(o: RoundOutcome) -> pd.DataFrame:
     """One row per (client, model) evaluation on a test split."""
-    frames = [eval_rows(o.cohort, "personalized", False, o.personal_test)]
+    frames = [] if o.personal_test is None else [eval_rows(o.cohort, "personalized", False, o.personal_test)]
     if o.global_test is not None:
         frames.append(eval_rows(o.held_out, "global", True, o.global_test))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def failed_clients_frame(cohort: np.ndarray, trained: TrainedCohort) -> pd.DataFrame:
@@ -102,40 +133,11 @@ def failed_clients_frame(cohort: np.ndarray, trained: TrainedCohort) -> pd.DataF
     )
 
 
-def aggregation_frame(o: RoundOutcome) -> pd.DataFrame | None:
-    """One row per evaluated (model i, validation set j): enough to recompute the round's DP2FL maths.
-
-    The set, distance and weights are those of peer i for client k = j. None for the
-    algorithms without a cross-evaluation.
-    """
-    a, cross = o.update.dp2fl, o.cross
-    if a is None or cross is None:
-        return None
-    i, j = cross.pair_i, cross.pair_j
-    if isinstance(a, SparseRoundAggregation):
-        sets, distances, raw, weights = a.sets, a.distances, a.raw_weights, a.weights
-    else:
-        sets, distances, raw, weights = a.sets[i, j], a.distances[i, j], a.raw_weights[i, j], a.weights[i, j]
-    frame = pd.DataFrame(
-        {
-            "i": o.cohort[i],
-            "j": o.cohort[j],
-            "loss": cross.loss,
-            "baseline_j": o.baselines[j],
-            "set": [SET_NAMES[int(x)] for x in sets],
-            "distance": distances,
-            "raw_weight": raw,
-            "weight": weights,
-            "global_weight_i": a.global_weights[i],
-        }
-    )
-    return frame.sort_values(["i", "j"], kind="stable").reset_index(drop=True)
-
-
 def rounds_frame(o: RoundOutcome) -> pd.DataFrame:
     """One row for the round: headline numbers, population, failures, where the time went."""
     wall = o.timings["wall_s"]
-    test = o.personal_test
+    m = len(o.cohort)
+    test, val = _per_client(o.personal_test, m), _per_client(o.personal_val, m)
     row = {
         "population": o.population,
         "cohort_size": len(o.cohort),
@@ -144,9 +146,10 @@ def rounds_frame(o: RoundOutcome) -> pd.DataFrame:
         "eval_models_per_client": o.cross.models_per_client if o.cross is not None else 0,
         "early_aggregated_clients": o.update.early_clients,
         "train_loss": float(np.mean(o.train_loss)),
-        "val_loss": float(np.mean(o.personal_val.loss)),
-        "personalized_acc": float(np.mean(test.correct / np.maximum(test.count, 1))),
-        "personalized_micro_f1": float(np.nanmean(test.micro_f1)),
+        "evaluated": o.evaluated,
+        "val_loss": float(np.mean(val["loss"])),
+        "personalized_acc": float(np.mean(test["acc"])),
+        "personalized_micro_f1": float(np.nanmean(test["micro"])) if o.personal_test is not None else float("nan"),
         "global_acc": float("nan") if o.global_test is None
         else float(np.mean(o.global_test.correct / np.maximum(o.global_test.count, 1))),
         "client_updates_per_s": len(o.cohort) / wall if wall > 0 else float("nan"),

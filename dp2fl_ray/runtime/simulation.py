@@ -7,11 +7,13 @@ aggregator actor to turn them into the next state. Metrics are written at each r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ import numpy as np
 import pandas as pd
 import ray
 
+from dp2fl_ray.algorithms.base import RoundResults, RoundStart, RoundUpdate
+from dp2fl_ray.algorithms.registry import build_algorithm
 from dp2fl_ray.config import ExperimentConfig, config_to_dict, load_config, save_config
 from dp2fl_ray.errors import CheckpointError, ConfigError, RunError
 from dp2fl_ray.metrics import MetricsWriter, read_summary, read_table, write_json
@@ -27,11 +31,11 @@ from dp2fl_ray.runtime import records
 from dp2fl_ray.runtime.actors import start_aggregator, start_workers
 from dp2fl_ray.runtime.checkpoint import load_checkpoint, save_checkpoint
 from dp2fl_ray.runtime.cohort import cut_slices, held_out_clients, parse_joins, population_at, sample_cohort
-from dp2fl_ray.runtime.crosseval import CrossEval
-from dp2fl_ray.runtime.evaluation import Evaluation, mean_acc, one_model_request, own_request
+from dp2fl_ray.runtime.evaluation import Evaluation, Request, mean_acc, one_model_request, own_request
 from dp2fl_ray.runtime.pool import WorkerPool
 from dp2fl_ray.runtime.progress import RoundProgress
 from dp2fl_ray.runtime.training import train_cohort
+from dp2fl_ray.runtime.work import EvalResult
 
 log = logging.getLogger("dp2fl_ray")
 RoundCallback = Callable[[dict[str, Any]], None]
@@ -135,6 +139,17 @@ def check_pool_fits(cluster: dict[str, float], workers: int, cpus: float, gpus: 
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class TrainedRound:
+    """The training phase's answer: the clients whose training succeeded and their results."""
+
+    cohort: np.ndarray  # (m,) ids of the clients that stay in the round
+    results: RoundResults
+    train_loss: np.ndarray  # (m,)
+    start_test_acc: np.ndarray  # (m,) NaN except for clients that joined mid-run
+    failed: pd.DataFrame  # rows of the clients table for the clients that failed
+
+
 class Simulation:
     """One experiment's actors and round loop (the driver side)."""
 
@@ -147,6 +162,7 @@ class Simulation:
         self.metrics = MetricsWriter(run_dir)
         self.show_progress = progress
         self.run_id = f"{run_dir.name}-{uuid.uuid4().hex[:8]}"
+        self.algorithm = build_algorithm(config.algorithm)
 
     def run(self, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
         """Start the actors, run the rounds (after ``checkpoint``'s round when resuming), summarise."""
@@ -157,7 +173,7 @@ class Simulation:
         self.pool = WorkerPool(self.workers, rt.max_retries)
         fed = cfg.federation
         info = ray.get(self.workers[0].describe.remote())
-        init_task, init_data = ray.get(self.workers[0].initial_prompts.remote())
+        init_task, init_data = ray.get(self.workers[0].initial_rows.remote())
         capacity = min(ray.get([w.slice_capacity.remote() for w in self.workers]), key=lambda c: c["clients"])
         self.clients_per_slice = min(rt.clients_per_slice, capacity["clients"])
         if self.clients_per_slice < rt.clients_per_slice:
@@ -234,95 +250,141 @@ class Simulation:
         }
 
     def run_round(self, r: int, held_out: np.ndarray, bar: RoundProgress) -> records.RoundOutcome:
-        cfg = self.config
-        is_dp2fl = cfg.algorithm.name == "dp2fl"
+        """One round, phase by phase: sample, train, cross-evaluate, aggregate, evaluate, commit.
+
+        Every decision is the algorithm's (``algorithms/base.py``); this only schedules.
+        """
         t_round = time.perf_counter()
         timings: dict[str, float] = {}
-        population = population_at(r, cfg.federation.population, self.joins)
-        cohort = sample_cohort(cfg.seed, r, population, min(cfg.federation.cohort, population))
-        slices = cut_slices(len(cohort), len(self.workers), self.clients_per_slice)
+        population, cohort = self.sample(r)
         start = ray.get(self.aggregator.start_round.remote(cohort))
         timings["start_s"] = time.perf_counter() - t_round  # sampling + store reads
-        need_baseline = (start.first_time | (cfg.algorithm.baseline == "refresh")) & is_dp2fl
-        joined = start.first_time & (cohort >= cfg.federation.population)  # joined mid-run: start accuracy
         bar.phase(r, "train")
-
         t = time.perf_counter()
-        trained = train_cohort(
-            self.pool,
-            lambda w, s: w.train_slice.remote(r, cohort[s], start.task[s], start.data[s], need_baseline[s], joined[s]),
-            len(cohort), slices, r, cohort, cfg.runtime.max_failures,
-        )  # fmt: skip
+        trained = self.train(r, cohort, start)
         timings["train_s"] = time.perf_counter() - t
-        failed = records.failed_clients_frame(cohort, trained)
-        keep = np.flatnonzero(trained.ok)  # failed clients keep their previous state
-        if len(keep) == 0:
-            raise RunError(
-                f"round {r}: every cohort client's training failed; the first: {trained.reason[0]}"
-            )
-        cohort, start = cohort[keep], start.subset(keep)
-        task, data = trained.task[keep], trained.data[keep]
-        train_loss, n_train = trained.train_loss[keep], trained.n_train[keep]
-        baselines = np.where(need_baseline[keep], trained.start_val_loss[keep], start.baselines)
-        personal = None
-        if trained.personal_task is not None and trained.personal_data is not None:
-            personal = (trained.personal_task[keep], trained.personal_data[keep])
-
-        cross: CrossEval | None = None
+        cohort = trained.cohort
         t = time.perf_counter()
-        if is_dp2fl:
-            bar.phase(r, "cross-eval")
-            absorb = None
-            if cfg.runtime.overlap_aggregation:
-                self.aggregator.begin_early.remote(start, data, baselines)  # actor calls run in order
-                absorb = self.aggregator.absorb_losses.remote
-            cross = self.evals.cross(r, cohort, task, data, on_block=absorb)
+        results = self.cross_evaluate(r, cohort, trained.results, bar)
         timings["crosseval_s"] = time.perf_counter() - t
-
         t = time.perf_counter()
-        update = ray.get(
-            self.aggregator.aggregate.remote(
-                start, task, data, n_train, cross=cross, baselines=baselines, personal=personal
-            )
-        )
+        update = ray.get(self.aggregator.aggregate.remote(results))
         timings["aggregate_s"] = time.perf_counter() - t
-
         bar.phase(r, "evaluate")
         t = time.perf_counter()
-        p_task, p_data = update.personal_task.astype(np.float32), update.personal_data.astype(np.float32)
-        requests = [
-            own_request(cohort, p_task, p_data, "val", False),
-            own_request(cohort, p_task, p_data, "test", True),
-        ]
-        if cfg.algorithm.name != "local":  # Local has no global model
-            requests.append(one_model_request(update.global_task, update.global_data, held_out))
-        personal_val, personal_test, *rest = self.evals.together(requests)
-        global_test = rest[0] if rest else None
-        assert personal_val is not None and personal_test is not None  # a round has clients
+        personal_val, personal_test, global_test = self.evaluate(r, cohort, update, held_out)
         timings["eval_s"] = time.perf_counter() - t
-
         t = time.perf_counter()
-        ray.get(self.aggregator.commit.remote(cohort, update, personal_val.loss))
+        self.commit(cohort, update, personal_val, results)
         timings["commit_s"] = time.perf_counter() - t  # store writes
         timings["wall_s"] = time.perf_counter() - t_round
         outcome = records.RoundOutcome(
-            r, cohort, start, baselines, train_loss, n_train, trained.start_test_acc[keep], cross, update,
-            personal_val, personal_test, held_out, global_test, timings, population, len(failed),
+            r, cohort, results, trained.train_loss, trained.start_test_acc, update, personal_val, personal_test,
+            held_out, global_test, timings, population, len(trained.failed), self.evaluated(r),
         )  # fmt: skip
-        self.write_round(outcome, failed)
+        self.write_round(outcome, trained.failed)
         bar.done(
             r,
-            loss=float(np.mean(train_loss)),
+            loss=float(np.mean(trained.train_loss)),
             acc=mean_acc(personal_test),
             global_acc=mean_acc(global_test),
         )
         return outcome
 
+    def sample(self, r: int) -> tuple[int, np.ndarray]:
+        """The clients that exist at round r and the cohort drawn from them (ids only)."""
+        fed = self.config.federation
+        population = population_at(r, fed.population, self.joins)
+        return population, sample_cohort(self.config.seed, r, population, min(fed.cohort, population))
+
+    def train(self, r: int, cohort: np.ndarray, start: RoundStart) -> TrainedRound:
+        """Local training on the pool; failed clients leave the round (their state is kept)."""
+        cfg = self.config
+        slices = cut_slices(len(cohort), len(self.workers), self.clients_per_slice)
+        need_baseline = self.algorithm.needs_baseline(start.first_time)
+        joined = start.first_time & (cohort >= cfg.federation.population)  # joined mid-run: start accuracy
+        trained = train_cohort(
+            self.pool,
+            lambda w, s: w.train_slice.remote(r, cohort[s], start.task[s], start.data[s], need_baseline[s], joined[s]),
+            len(cohort), slices, r, cohort, cfg.runtime.max_failures,
+        )  # fmt: skip
+        failed = records.failed_clients_frame(cohort, trained)
+        keep = np.flatnonzero(trained.ok)
+        if len(keep) == 0:
+            raise RunError(
+                f"round {r}: every cohort client's training failed; the first: {trained.reason[0]}"
+            )
+        kept = start.subset(keep)
+        personal = trained.personal_task is not None and trained.personal_data is not None
+        results = RoundResults(
+            start=kept,
+            task=trained.task[keep],
+            data=trained.data[keep],
+            n_train=trained.n_train[keep],
+            baselines=np.where(need_baseline[keep], trained.start_val_loss[keep], kept.baselines),
+            personal_task=trained.personal_task[keep] if personal else None,  # type: ignore[index]
+            personal_data=trained.personal_data[keep] if personal else None,  # type: ignore[index]
+        )
+        return TrainedRound(
+            cohort[keep], results, trained.train_loss[keep], trained.start_test_acc[keep], failed
+        )
+
+    def cross_evaluate(
+        self, r: int, cohort: np.ndarray, results: RoundResults, bar: RoundProgress
+    ) -> RoundResults:
+        """The cross-evaluation, for methods that ask for one; blocks feed the aggregator's
+        early server work as they finish (``runtime.overlap_aggregation``)."""
+        if not self.algorithm.cross_evaluates:
+            return results
+        bar.phase(r, "cross-eval")
+        absorb = None
+        if self.config.runtime.overlap_aggregation:
+            self.aggregator.begin_early.remote(
+                results.start, results.data, results.baselines
+            )  # calls run in order
+            absorb = self.aggregator.absorb_losses.remote
+        cross = self.evals.cross(r, cohort, results.task, results.data, on_block=absorb)
+        return dataclasses.replace(results, cross=cross)
+
+    def evaluate(
+        self, r: int, cohort: np.ndarray, update: RoundUpdate, held_out: np.ndarray
+    ) -> tuple[EvalResult | None, EvalResult | None, EvalResult | None]:
+        """Personal models on val and test, the global model on the held-out clients.
+
+        On rounds that ``federation.eval_every`` skips, only what the algorithm needs runs:
+        the personal validation loss of a method that keeps it as the next baseline.
+        """
+        p_task, p_data = update.personal_task.astype(np.float32), update.personal_data.astype(np.float32)
+        evaluated = self.evaluated(r)
+        requests: list[Request | None] = [
+            own_request(cohort, p_task, p_data, "val", False)
+            if evaluated or self.algorithm.needs_validation_loss else None,
+            own_request(cohort, p_task, p_data, "test", True) if evaluated else None,
+        ]  # fmt: skip
+        if evaluated and self.algorithm.has_global_model:
+            requests.append(one_model_request(*self.algorithm.global_rows(update), held_out))
+        asked = [req for req in requests if req is not None]
+        answers = iter(self.evals.together(asked))
+        personal_val, personal_test, *rest = [next(answers) if req is not None else None for req in requests]
+        return personal_val, personal_test, rest[0] if rest else None
+
+    def evaluated(self, r: int) -> bool:
+        """Whether round r runs the personalised and global evaluations (``federation.eval_every``)."""
+        fed = self.config.federation
+        return r % fed.eval_every == 0 or r == fed.rounds
+
+    def commit(
+        self, cohort: np.ndarray, update: RoundUpdate, personal_val: EvalResult | None, results: RoundResults
+    ) -> None:
+        """Each cohort client's row and next baseline into the store (NaN when not measured)."""
+        baselines = personal_val.loss if personal_val is not None else np.full(len(cohort), np.nan)
+        ray.get(self.aggregator.commit.remote(cohort, update, baselines))
+
     def write_round(self, outcome: records.RoundOutcome, failed: pd.DataFrame) -> None:
         """The round's rows of every table (rounds last: its presence means the round is whole)."""
         cfg, r = self.config, outcome.round_idx
         evals = records.evals_frame(outcome)
-        if r == cfg.federation.rounds and len(outcome.held_out) and cfg.algorithm.name != "local":
+        if r == cfg.federation.rounds and len(outcome.held_out) and self.algorithm.has_global_model:
             evals = pd.concat(
                 [
                     evals,
@@ -338,7 +400,7 @@ class Simulation:
             "clients", r, pd.concat([clients, failed], ignore_index=True) if len(failed) else clients
         )
         self.metrics.write("evals", r, evals)
-        aggregation = records.aggregation_frame(outcome)
+        aggregation = self.algorithm.aggregation_table(outcome.update, outcome.results, outcome.cohort)
         if aggregation is not None:
             self.metrics.write("aggregation", r, aggregation)
         outcome.timings["metrics_s"] = time.perf_counter() - t  # the other tables' writes
@@ -349,9 +411,8 @@ class Simulation:
     def initial_prompts(self) -> tuple[np.ndarray, np.ndarray]:
         return tuple(ray.get(self.aggregator.initial_prompts.remote()))  # type: ignore[return-value]
 
-    @staticmethod
-    def final_prompts(outcome: records.RoundOutcome) -> tuple[np.ndarray, np.ndarray]:
-        return outcome.update.global_task, outcome.update.global_data
+    def final_prompts(self, outcome: records.RoundOutcome) -> tuple[np.ndarray, np.ndarray]:
+        return self.algorithm.global_rows(outcome.update)
 
     def checkpoint(self, r: int) -> None:
         """The aggregator's full state after round r (see ``checkpoint.py``)."""

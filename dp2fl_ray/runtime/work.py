@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from dp2fl_ray.algorithms.base import PromptSizes
+from dp2fl_ray.algorithms.registry import build_algorithm
 from dp2fl_ray.config import ExperimentConfig, config_from_dict
 from dp2fl_ray.data import Partitioner, load_source, majority_class
-from dp2fl_ray.engine import ClientData, LocalTraining, TrainOutput, evaluate_pairs, train_clients
-from dp2fl_ray.engine.pfedme import train_clients_pfedme
+from dp2fl_ray.engine import ClientData, LocalTraining, evaluate_pairs
 from dp2fl_ray.engine.scores import macro_f1, micro_f1
 from dp2fl_ray.engine.slice_memory import bytes_per_client
 from dp2fl_ray.models.loader import build_model
@@ -42,7 +43,7 @@ class TrainResult:
     start_test_acc: np.ndarray  # (B,) accuracy of the start model on test (NaN where not asked)
     n_train: np.ndarray  # (B,)
     seconds: float
-    personal_task: np.ndarray | None = None  # pFedMe: the personalised rows theta
+    personal_task: np.ndarray | None = None  # rows the method personalised (pFedMe's theta)
     personal_data: np.ndarray | None = None
 
 
@@ -82,10 +83,8 @@ def _inject_fault(client_ids: np.ndarray) -> None:
 
 
 def local_training(config: ExperimentConfig) -> LocalTraining:
-    """Local SGD hyperparameters from the ``train`` (and FedProx's ``algorithm.mu``) config."""
-    t = config.train
-    mu = config.algorithm.mu if config.algorithm.name == "fedprox" else 0.0
-    return LocalTraining(t.local_epochs, t.batch_size, t.lr, t.momentum, t.weight_decay, mu)
+    """The configured algorithm's local SGD hyperparameters (for scripts outside the runtime)."""
+    return build_algorithm(config.algorithm).local_training(config.train)
 
 
 class WorkerCore:
@@ -109,7 +108,9 @@ class WorkerCore:
         self.model = build_model(
             cfg.model, self.source.class_names, texts=texts, gpus_per_worker=cfg.runtime.gpus_per_worker
         )  # texts: a tiny model's vocabulary
-        self.hp = local_training(cfg)
+        self.algorithm = build_algorithm(cfg.algorithm)
+        self.forward = self.algorithm.forward()
+        self.hp = self.algorithm.local_training(cfg.train)
         log.info(
             "worker ready: backbone=%s device=%s threads=%d",
             cfg.model.backbone,
@@ -123,6 +124,9 @@ class WorkerCore:
             "trainable": self.model.trainable_report(),
             "task_prompt_size": self.model.task_layout.size,
             "data_prompt_size": self.model.data_layout.size,
+            "row_sizes": self.algorithm.row_sizes(
+                PromptSizes(self.model.task_layout.size, self.model.data_layout.size)
+            ),
             "backbone_params": sum(p.numel() for p in self.model.parameters()),
             "device": str(self.model.device),
             "threads": torch.get_num_threads(),
@@ -147,9 +151,14 @@ class WorkerCore:
         }
 
     def initial_prompts(self) -> tuple[np.ndarray, np.ndarray]:
-        """Round-0 task and data prompts, a function of the experiment seed only."""
+        """The model's round-0 task and data prompts, a function of the experiment seed only."""
         task, data = self.model.initial_prompts(derive_seed(self.config.seed, "init-prompts"))
         return task.numpy(), data.numpy()
+
+    def initial_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The algorithm's round-0 rows (for most methods, the model's round-0 prompts)."""
+        task, data = self.algorithm.initial_rows(*self.initial_prompts(), seed=self.config.seed)
+        return np.asarray(task, np.float32), np.asarray(data, np.float32)
 
     def client_data(self, client_id: int, split: str) -> ClientData:
         """One client's split, computed on demand from (seed, client id)."""
@@ -204,14 +213,7 @@ class WorkerCore:
                 start_acc[asked] = ev.accuracy.numpy()
         train_sets = [self.client_data(c, "train") for c in ids]
         seeds = [derive_seed(self.config.seed, "shuffle", round_idx, int(c)) for c in ids]
-        personal: dict[str, np.ndarray] = {}
-        if self.config.algorithm.name == "pfedme":
-            a = self.config.algorithm
-            pf = train_clients_pfedme(self.model, t0, d0, train_sets, self.hp, seeds, a.lam, a.inner_steps)
-            out = TrainOutput(pf.local_task, pf.local_data, pf.mean_loss, pf.steps)
-            personal = {"personal_task": pf.personal_task.numpy(), "personal_data": pf.personal_data.numpy()}
-        else:
-            out = train_clients(self.model, t0, d0, train_sets, self.hp, seeds)
+        out = self.algorithm.train(self.model, t0, d0, train_sets, self.hp, seeds)
         log.debug(
             "phase=train round=%d clients=%s seconds=%.2f mean_loss=%.4f",
             round_idx, ids.tolist(), time.perf_counter() - start, float(np.mean(out.mean_loss.numpy())),
@@ -225,7 +227,8 @@ class WorkerCore:
             start_test_acc=start_acc,
             n_train=np.array([len(s) for s in train_sets], np.int64),
             seconds=time.perf_counter() - start,
-            **personal,
+            personal_task=None if out.personal_task is None else out.personal_task.numpy(),
+            personal_data=None if out.personal_data is None else out.personal_data.numpy(),
         )
 
     def evaluate(
@@ -246,7 +249,7 @@ class WorkerCore:
         out = evaluate_pairs(
             self.model, torch.from_numpy(np.array(task[used], np.float32)),
             torch.from_numpy(np.array(data[used], np.float32)),
-            sets, pair_list, self.config.train.eval_batch_size, keep_predictions,
+            sets, pair_list, self.config.train.eval_batch_size, keep_predictions, self.forward,
         )  # fmt: skip
         n = len(pair_list)
         mi, ma, maj = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
