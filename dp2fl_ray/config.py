@@ -196,6 +196,15 @@ class AlgorithmConfig(_Section):
                 f"{kind.options_type.__name__} (the options of {self.name!r})",
             )
 
+    def __getattr__(self, name: str) -> Any:
+        """``config.algorithm.alpha`` reads the algorithm's option ``alpha``."""
+        if name.startswith("_") or name == "options":
+            raise AttributeError(name)
+        options = self.__dict__.get("options")
+        if options is not None and name in {f.name for f in dataclasses.fields(options)}:
+            return getattr(options, name)
+        raise AttributeError(f"algorithm {self.__dict__.get('name')!r} has no option {name!r}")
+
     @property
     def algorithm_class(self) -> Any:
         """The ``Algorithm`` subclass ``name`` refers to."""
@@ -463,12 +472,17 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     ``[1, 2]`` mean what they look like; quote a string that would parse as something else.
     Keys are not checked here: validation does that, with suggestions, on the result.
 
+    An override of ``algorithm.name`` switches the algorithm first (``switch_algorithm``): the
+    base's options that the new algorithm does not take are dropped, while an unknown option
+    set by an override is still an error.
+
     Raises:
         ConfigError: an override has no ``=``, an empty key part or an unparsable value, or
             it reaches into a key that holds a value rather than a section.
     """
     result = _copy_tree(data)
-    for override in overrides:
+    names = [o for o in overrides if o.partition("=")[0].strip() == "algorithm.name"]
+    for override in [*names, *(o for o in overrides if o not in names)]:
         key, sep, raw = override.partition("=")
         key = key.strip()
         if not sep or not all(key.split(".")):
@@ -477,7 +491,30 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             raise ConfigError(key, raw, "a YAML value", f"in --set {override!r}") from None
-        _set_dotted(result, key, value, override)
+        if key == "algorithm.name" and isinstance(value, str):
+            result = switch_algorithm(result, value)
+        else:
+            _set_dotted(result, key, value, override)
+    return result
+
+
+def switch_algorithm(data: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """A copy of a config tree running algorithm ``name``, keeping only the options it takes.
+
+    Sweeps and ``--set algorithm.name=...`` use it, so a base written for one method (say
+    DP2FL's ``alpha``) can run another without listing every method's options.
+    """
+    result = _copy_tree(data)
+    section = result.get("algorithm")
+    section = dict(section) if isinstance(section, Mapping) else {}
+    if section.get("name", AlgorithmConfig.name) != name:
+        try:
+            accepted = {f.name for f in dataclasses.fields(algorithm_class(name).options_type)}
+        except ConfigError:
+            accepted = set()  # an unknown name fails with its own message when the config is built
+        section = {k: v for k, v in section.items() if k in accepted}
+    section["name"] = name
+    result["algorithm"] = section
     return result
 
 

@@ -69,6 +69,7 @@ SCHEMA_DEFAULTS: dict[str, Any] = {
         "cohort": 10,
         "rounds": 10,
         "new_clients": 2,
+        "eval_every": 1,
         "max_eval_models": 0,
         "joins": "",
     },
@@ -81,10 +82,6 @@ SCHEMA_DEFAULTS: dict[str, Any] = {
         "rnc_direction": "toward",
         "baseline": "last",
         "eps": 1e-8,
-        "mu": 0.01,
-        "lam": 15.0,
-        "inner_steps": 3,
-        "server_beta": 1.0,
     },
     "train": {
         "local_epochs": 5,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dp2fl_ray.algorithms.dp2fl import (
+    DP2FLOptions,
     DataPromptUpdate,
     PeerSet,
     aggregate_data_prompt,
@@ -302,13 +303,13 @@ if HAVE_HYPOTHESIS:
 def test_one_client_round() -> None:
     args = (np.array([[0.5]]), np.array([[1.0, 2.0]]), np.array([[3.0, 4.0]]), np.zeros((1, 2)))
     # w = [1]; loss 0.5 < L = 1 -> PC, raw = 0.5 / 5 = 0.1, w = 1 -> Pd = [3, 4]
-    r = aggregate_round(*args, np.array([1.0]), alpha=1.2, beta=0.2)
+    r = aggregate_round(*args, np.array([1.0]), DP2FLOptions(alpha=1.2, beta=0.2))
     np.testing.assert_array_equal(r.global_weights, [1.0])
     np.testing.assert_allclose(r.global_task, [1.0, 2.0])
     np.testing.assert_allclose(r.global_data, [3.0, 4.0])
     np.testing.assert_allclose(r.new_data, [[3.0, 4.0]], rtol=1e-6)
     # L = 0.4: 0.5 >= 1.2 * 0.4 = 0.48 -> DNC, the data prompt stays at [0, 0]
-    r = aggregate_round(*args, np.array([0.4]), alpha=1.2, beta=0.2)
+    r = aggregate_round(*args, np.array([0.4]), DP2FLOptions(alpha=1.2, beta=0.2))
     np.testing.assert_array_equal(r.sets, [[DNC]])
     np.testing.assert_array_equal(r.new_data, [[0.0, 0.0]])
 
@@ -321,7 +322,7 @@ BASELINES3 = np.array([1.5, 2.0, 1.9])
 
 
 def test_three_client_round() -> None:
-    r = aggregate_round(LOSS3, TASK3, DATA3, PREVIOUS3, BASELINES3, alpha=1.2, beta=0.2)
+    r = aggregate_round(LOSS3, TASK3, DATA3, PREVIOUS3, BASELINES3, DP2FLOptions(alpha=1.2, beta=0.2))
     # global weights as in the fomo_sum test: [0.3, 0.3, 0.4]
     np.testing.assert_allclose(r.global_weights, [0.3, 0.3, 0.4])
     np.testing.assert_allclose(r.global_task, [0.3 + 0.6 + 1.2])  # 2.1
@@ -357,11 +358,8 @@ def test_round_options_reach_both_steps() -> None:
         DATA3,
         PREVIOUS3,
         BASELINES3,
-        alpha=1.2,
-        beta=0.2,
-        scheme="uniform",
+        DP2FLOptions(alpha=1.2, beta=0.2, global_weights="uniform", rnc_direction="away"),
         sizes=np.array([1.0, 1.0, 2.0]),
-        rnc_direction="away",
     )
     np.testing.assert_allclose(r.global_weights, [0.25, 0.25, 0.5])
     assert np.all(r.weights[r.sets == RNC] <= 0)
@@ -371,7 +369,7 @@ def test_round_options_reach_both_steps() -> None:
 def test_inputs_are_never_mutated() -> None:
     inputs = [LOSS3, TASK3, DATA3, PREVIOUS3, BASELINES3]
     copies = [a.copy() for a in inputs]
-    aggregate_round(*inputs, alpha=1.2, beta=0.2)
+    aggregate_round(*inputs, DP2FLOptions(alpha=1.2, beta=0.2))
     aggregate_data_prompt(PREVIOUS3[0], DATA3, LOSS3[:, 0], 1.5, 1.2, 0.2, "away")
     global_weights(LOSS3, "softmin")
     weighted_average(DATA3, np.array([0.3, 0.3, 0.4]))
@@ -381,9 +379,9 @@ def test_inputs_are_never_mutated() -> None:
 
 def test_round_rejects_inconsistent_shapes_naming_them() -> None:
     with pytest.raises(ValueError, match=r"\(3, 3\), \(3, 1\), \(3, 2\), \(2, 2\), \(3,\)"):
-        aggregate_round(LOSS3, TASK3, DATA3, PREVIOUS3[:2], BASELINES3, alpha=1.2, beta=0.2)
+        aggregate_round(LOSS3, TASK3, DATA3, PREVIOUS3[:2], BASELINES3, DP2FLOptions(alpha=1.2, beta=0.2))
     with pytest.raises(ValueError, match="baselines"):
-        aggregate_round(LOSS3, TASK3, DATA3, PREVIOUS3, np.ones(2), alpha=1.2, beta=0.2)
+        aggregate_round(LOSS3, TASK3, DATA3, PREVIOUS3, np.ones(2), DP2FLOptions(alpha=1.2, beta=0.2))
 
 
 def test_fomo_sum_with_unevaluated_pairs_uses_row_means() -> None:
@@ -407,10 +405,10 @@ def test_sparse_round_with_every_pair_equals_the_dense_round() -> None:
     loss = rng.uniform(0.5, 2.0, (m, m))
     task, data, prev = rng.normal(size=(m, 3)), rng.normal(size=(m, 5)), rng.normal(size=(m, 5))
     base = rng.uniform(0.8, 1.5, m)
-    dense = aggregate_round(loss, task, data, prev, base, alpha=1.2, beta=0.2)
+    dense = aggregate_round(loss, task, data, prev, base, DP2FLOptions(alpha=1.2, beta=0.2))
     i, j = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
     sparse = aggregate_round_sparse(
-        i.ravel(), j.ravel(), loss.ravel(), task, data, prev, base, alpha=1.2, beta=0.2
+        i.ravel(), j.ravel(), loss.ravel(), task, data, prev, base, DP2FLOptions(alpha=1.2, beta=0.2)
     )
     np.testing.assert_allclose(sparse.global_weights, dense.global_weights, rtol=1e-12)
     np.testing.assert_allclose(sparse.new_data, dense.new_data, rtol=1e-12)
@@ -425,6 +423,6 @@ def test_sparse_round_only_uses_evaluated_peers() -> None:
     pair_i = np.array([0, 1, 2, 0, 1, 2, 1])
     pair_j = np.array([0, 0, 0, 1, 1, 2, 2])
     losses = np.array([1.0, 1.0, 1.0, 0.5, 2.0, 0.1, 2.0])
-    out = aggregate_round_sparse(pair_i, pair_j, losses, task, data, prev, np.ones(3), alpha=1.2, beta=0.2)
+    out = aggregate_round_sparse(pair_i, pair_j, losses, task, data, prev, np.ones(3), DP2FLOptions(alpha=1.2, beta=0.2))
     # client 1: baseline 1, peer 0 at loss 0.5 is PC, peer 1 at 2.0 is DNC -> all weight on peer 0: prompt -> 1.0
     assert out.new_data[1].tolist() == pytest.approx([1.0])

@@ -7,7 +7,8 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from dp2fl_ray.config import AlgorithmConfig
+from dp2fl_ray.algorithms.base import RoundResults
+from dp2fl_ray.config import config_from_dict
 from dp2fl_ray.runtime.aggregation import AggregatorCore, RoundUpdate
 from dp2fl_ray.runtime.crosseval import CrossEval, block_pairs, candidate_models
 
@@ -17,7 +18,7 @@ M, DT, DD = 6, 3, 4
 def _round(n_models: int, seed: int = 0) -> tuple[AggregatorCore, dict, list[np.ndarray], CrossEval]:
     """A dp2fl aggregator after start_round, the round's inputs, blocks of pairs, the cross-eval."""
     rng = np.random.default_rng(seed)
-    core = AggregatorCore(AlgorithmConfig(alpha=1.3), rng.normal(size=DT), rng.normal(size=DD))
+    core = AggregatorCore(config_from_dict({"algorithm": {"alpha": 1.3}}).algorithm, rng.normal(size=DT), rng.normal(size=DD))
     cohort = np.arange(10, 10 + M)
     start = core.start_round(cohort)
     candidates = candidate_models(seed, 1, cohort, n_models)
@@ -38,17 +39,18 @@ def _round(n_models: int, seed: int = 0) -> tuple[AggregatorCore, dict, list[np.
 
 def _aggregate(core: AggregatorCore, inputs: dict, cross: CrossEval) -> RoundUpdate:
     return core.aggregate(
-        inputs["start"], inputs["task"], inputs["data"], inputs["n_train"], cross=cross,
-        baselines=inputs["baselines"],
-    )  # fmt: skip
+        RoundResults(
+            inputs["start"], inputs["task"], inputs["data"], inputs["n_train"], inputs["baselines"], cross
+        )
+    )
 
 
 def _assert_identical(a: RoundUpdate, b: RoundUpdate) -> None:
     for name in ("global_task", "global_data", "personal_task", "personal_data", "global_weights"):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
-    assert a.dp2fl is not None and b.dp2fl is not None
+    assert a.details is not None and b.details is not None
     for name in ("new_data", "sets", "raw_weights", "weights", "distances"):
-        assert np.array_equal(getattr(a.dp2fl, name), getattr(b.dp2fl, name)), name
+        assert np.array_equal(getattr(a.details, name), getattr(b.details, name)), name
 
 
 @pytest.mark.parametrize("n_models", [M, 3])  # every pair (dense path), and FedFomo-style candidates
