@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from dp2fl_ray.data.base import DataSource, Split
 from dp2fl_ray.data.labels import RawLabels, check_coverage
-from dp2fl_ray.data.source import DataSource, Split
 from dp2fl_ray.errors import DataError
 
 ENV_VAR = "DP2FL_CLINC150"

@@ -22,9 +22,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dp2fl_ray.data.base import DataSource, Split
 from dp2fl_ray.data.images import DEFAULT_IMAGE_SIZE, ImageFiles
 from dp2fl_ray.data.labels import RawLabels, encode_labels
-from dp2fl_ray.data.source import DataSource, Split
 from dp2fl_ray.errors import DataError
 
 IMAGE_DIRS = ("images", "101_ObjectCategories", "2750", "jpg", "SUN397", "UCF-101-midframes")

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
-from dp2fl_ray.data.source import DataSource, Split
+from dp2fl_ray.data.base import DataSource, Split
 from dp2fl_ray.seeding import rng_for
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

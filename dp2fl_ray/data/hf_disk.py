@@ -15,9 +15,9 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from dp2fl_ray.data.base import DataSource, Inputs, Split
 from dp2fl_ray.data.images import DEFAULT_IMAGE_SIZE, LazyImages
 from dp2fl_ray.data.labels import RawLabels, encode_labels
-from dp2fl_ray.data.source import DataSource, Inputs, Split
 from dp2fl_ray.data.tables import image_column, input_column, text_column
 from dp2fl_ray.errors import DataError
 

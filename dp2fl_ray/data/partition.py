@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dp2fl_ray.data.source import DataSource
+from dp2fl_ray.data.base import DataSource
 from dp2fl_ray.errors import ConfigError, DataError
 from dp2fl_ray.seeding import rng_for
 

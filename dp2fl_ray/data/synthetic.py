@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dp2fl_ray.data.source import DataSource, Split
+from dp2fl_ray.data.base import DataSource, Split
 from dp2fl_ray.errors import DataError
 from dp2fl_ray.seeding import rng_for
 

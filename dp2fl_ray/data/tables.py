@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from dp2fl_ray.data.base import DataSource, Inputs, Split
 from dp2fl_ray.data.images import DEFAULT_IMAGE_SIZE, EncodedImages, ImageFiles, LazyImages
 from dp2fl_ray.data.labels import RawLabels, encode_labels
-from dp2fl_ray.data.source import DataSource, Inputs, Split
 from dp2fl_ray.errors import DataError
 
 INPUT_COLUMNS = ("text", "image")

@@ -12,6 +12,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from dp2fl_ray.config import algorithm_class
+from dp2fl_ray.errors import ConfigError
+
 from dp2fl_ray.errors import DataError
 from dp2fl_ray.metrics import TABLES, read_summary, read_table
 
@@ -92,11 +95,19 @@ def load_runs(run_dirs: Sequence[str | os.PathLike[str]]) -> list[RunData]:
 
 def no_global_reason(run: RunData) -> str:
     """Why a run has no global-model accuracy on held-out clients (for notes in plots and tables)."""
-    if run.algorithm == "local":
-        return "Local has no global model"
+    if not has_global_model(run.algorithm):
+        return f"{run.algorithm} has no global model"
     if run.config.get("federation", {}).get("new_clients") == 0:
         return "no held-out clients: federation.new_clients = 0"
     return "no held-out global evaluation in metrics/evals"
+
+
+def has_global_model(algorithm: str) -> bool:
+    """Whether a run's algorithm has one model for everyone (an unresolvable name: assume so)."""
+    try:
+        return bool(algorithm_class(algorithm).has_global_model)
+    except ConfigError:
+        return True
 
 
 def _read_config(path: Path) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dp2fl_ray.algorithms.base import RoundResults
 from dp2fl_ray.config import ExperimentConfig
 from dp2fl_ray.engine import ClientData, LocalTraining
 from dp2fl_ray.engine.batched import client_batches
@@ -118,11 +119,12 @@ class NaiveLoop:
         cfg = self.config
         cohort = sample_cohort(cfg.seed, r, cfg.federation.population, cfg.federation.cohort)
         start = self.server.start_round(cohort)
-        is_dp2fl = cfg.algorithm.name == "dp2fl"
+        algorithm = self.server.algorithm
+        need_baseline = algorithm.needs_baseline(start.first_time)
         baselines = start.baselines.copy()
         tasks, datas, n_train = [], [], []
         for k, cid in enumerate(cohort):
-            if is_dp2fl and start.first_time[k]:
+            if need_baseline[k]:
                 baselines[k] = self.evaluate(start.task[k], start.data[k], cid, "val")[0]
             seed = derive_seed(cfg.seed, "shuffle", r, int(cid))
             t, d, _ = train_one_client(
@@ -133,14 +135,14 @@ class NaiveLoop:
             n_train.append(len(self.client(cid, "train")))
         task, data = np.stack(tasks), np.stack(datas)  # (m, Dt), (m, Dd)
         cross = None
-        if is_dp2fl:  # the m x m cross-evaluation, one (model, validation set) pair at a time
+        if algorithm.cross_evaluates:  # the m x m cross-evaluation, one (model, validation set) pair at a time
             m = len(cohort)
             pair_i, pair_j = (a.ravel() for a in np.meshgrid(np.arange(m), np.arange(m), indexing="ij"))
             loss = np.array(
                 [self.evaluate(task[i], data[i], cohort[j], "val")[0] for i, j in zip(pair_i, pair_j)]
             )
             cross = CrossEval(pair_i, pair_j, loss, m)
-        update = self.server.aggregate(start, task, data, np.array(n_train), cross=cross, baselines=baselines)
+        update = self.server.aggregate(RoundResults(start, task, data, np.array(n_train), baselines, cross))
         val = [
             self.evaluate(update.personal_task[k], update.personal_data[k], c, "val")
             for k, c in enumerate(cohort)

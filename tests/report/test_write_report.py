@@ -123,7 +123,7 @@ def test_a_run_without_aggregation_or_global_model_still_reports_and_says_why(ru
     assert "crosseval.png: skipped" in text and "global_weights.png: skipped" in text
     assert "no metrics/aggregation table" in text
     assert text.count("Not evaluated in this run") == 2  # Tables 3 and 4
-    assert "No global model evaluated for local: Local has no global model" in text
+    assert "No global model evaluated for local: local has no global model" in text
     table1 = markdown_table(text, "## Table 1").set_index("metric")
     summary = read_summary(run_dirs[1])
     assert _percent(table1.loc["accuracy", "avg"]) == pytest.approx(summary["personalized_acc"], abs=5e-5)
