@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,3 +68,24 @@ def test_trials_differing_only_in_the_seed_share_a_cell(tiny_config: ExperimentC
     dp2fl = [cell_id(spec, {"algorithm.name": "dp2fl", "seed": s}) for s in (0, 1)]
     assert dp2fl[0] == dp2fl[1] != cell_id(spec, {"algorithm.name": "local", "seed": 0})
     assert dp2fl[0].startswith("cell-") and len(dp2fl[0]) == 13
+
+
+def test_the_study_sweep_file_is_valid() -> None:
+    """experiments/study_clinc150.yaml: 4 methods x 4 partitions x 3 seeds, each a valid trial config.
+
+    ``federation.eval_every`` comes with issue 14's evaluation change: until the config has the field,
+    the rest of the file is checked without it."""
+    from dataclasses import fields
+
+    from dp2fl_ray.config import FederationConfig
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "study_clinc150.yaml"
+    data = yaml.safe_load(path.read_text())
+    if "eval_every" not in {f.name for f in fields(FederationConfig)}:
+        data["set"] = [o for o in data["set"] if not o.startswith("federation.eval_every=")]
+    spec = sweep_from_dict(data, relative_to=path.parent)
+    assert spec.space["algorithm.name"].values == ("promptfl", "dp2fl", "local", "fedprox")
+    assert spec.space["seed"].values == (0, 1, 2) and len(spec.space["data.partition"].values) == 4
+    config = trial_config(spec, {"data.partition": {"scheme": "dirichlet", "alpha": 0.1}, "seed": 2})
+    assert (config.model.path, config.data.source, config.model.dtype) == ("minilm", "clinc150", "bfloat16")
+    assert (config.data.partition.scheme, config.data.partition.alpha, config.seed) == ("dirichlet", 0.1, 2)
