@@ -15,7 +15,7 @@ from dp2fl_ray import stats
 from dp2fl_ray.report import tables
 from dp2fl_ray.report.markdown import MISSING, PlotEntry, markdown_table, plot_list
 from dp2fl_ray.report.sweep_data import SweepData
-from dp2fl_ray.report.sweep_tables import Comparison, cell, comparisons, coverage, has_global
+from dp2fl_ray.report.sweep_tables import Comparison, cell, comparisons, coverage, has_global, seed_values
 
 READING = (
     "**How to read the intervals.** A cell is `mean ± h (n=k)`: the mean over the k seeds it rests on "
@@ -75,6 +75,11 @@ def render(data: SweepData, baseline: str, plots: Sequence[PlotEntry]) -> str:
             f"## {name}: {caption} (mean accuracy over held-out clients, %)",
             _new_clients(data, prefix, models),
         ]
+        if prefix == "t3_" and not data.metrics[["t3_init", "t3_initglo"]].isna().all().all():
+            parts += [
+                "### Table 3's ordering (the paper: Init < InitGlo < Global), paired over seeds",
+                _ordering(data),
+            ]
     parts += _comparison_sections(data, baseline)
     parts += ["## Seeds per cell", _coverage(data)]
     parts += ["## Plots", plot_list(plots)]
@@ -117,6 +122,28 @@ def _new_clients(data: SweepData, prefix: str, models: dict[str, str]) -> str:
         + f"\n\nColumns: {legend} (Init `(Pt^0, PD^0)`, InitGlo `(Pt^R, PD^0)`, Global `(Pt^R, PD^R)`); "
         "`n/a`: the method has no global model."
     )
+
+
+def _ordering(data: SweepData) -> str:
+    """Within each method, InitGlo minus Init and Global minus InitGlo on the same seeds (no correction:
+    each row is its own question)."""
+    steps = (("InitGlo - Init", "t3_initglo", "t3_init"), ("Global - InitGlo", "t3_global", "t3_initglo"))
+    rows = []
+    for setting in data.settings:
+        for method in data.methods:
+            row = [setting, method]
+            for _, upper, lower in steps:
+                if upper == "t3_global" and not has_global(data, method):
+                    row += ["n/a", MISSING]
+                    continue
+                test = stats.paired_test(seed_values(data, upper, setting, method),
+                                         seed_values(data, lower, setting, method))  # fmt: skip
+                row += [difference(test.diff.mean, test.diff.low, test.diff.high), p_value(test.p)]
+            rows.append(row)
+    columns = ["setting", "method"] + [
+        f"{name} {part}" for name, *_ in steps for part in ("(pp) [95% CI]", "p")
+    ]
+    return markdown_table(pd.DataFrame(rows, columns=columns), default=str)
 
 
 def _comparison_sections(data: SweepData, baseline: str) -> list[str]:

@@ -170,3 +170,12 @@ def test_the_report_is_the_same_bytes_every_time_and_baseline_is_honoured(
     with pytest.raises(ConfigError, match="--baseline"):
         write_sweep_report(sweep, baseline="fedavg")
     assert cli.main(["report", str(sweep), "--baseline", "fedavg"]) == 2
+
+
+def test_table3_ordering_is_paired_within_each_method(sweep: Path) -> None:
+    table = markdown_table(_report(sweep), "### Table 3's ordering").set_index(["setting", "method"])
+    row = table.loc[("paper", "dp2fl")]
+    # initglo 0.35 on every seed, init 0.30 + 0.01 seed: a difference with spread, tested against 0
+    init, initglo = [0.30, 0.31, 0.32], [0.35, 0.35, 0.35]
+    assert row["InitGlo - Init p"] == f"{sp.ttest_rel(initglo, init).pvalue:.3f}"
+    assert table.loc[("paper", "local"), "Global - InitGlo (pp) [95% CI]"] == "n/a"
