@@ -9,6 +9,7 @@ trial reserves.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import itertools
 import json
 import os
@@ -28,8 +29,9 @@ DOMAINS = ("grid", "choice", "uniform", "loguniform")
 METRICS = ("personalized_acc", "global_acc", "train_loss", "val_loss", "personalized_micro_f1")
 KEYS = (
     "base", "set", "space", "num_samples", "max_concurrent", "metric", "mode", "scheduler", "name", "output",
-    "driver_cpus", "launch_dir",
+    "driver_cpus", "launch_dir", "seeds",
 )  # fmt: skip
+SEED_KEY = "seed"  # the config's top-level seed: partition, sampling and initialisation derive from it
 STATUS_FILE = "trial_status.json"
 _MAX_COMBOS = 512  # corner combinations checked before Tune starts
 
@@ -129,7 +131,7 @@ def sweep_from_dict(
     if not isinstance(in_file, list) or not all(isinstance(o, str) for o in in_file):
         raise ConfigError("set", in_file, "a list of 'key.sub=value' overrides of the base experiment")
     base = _base_config(data.get("base"), [*in_file, *overrides], relative_to)
-    space = _space(data.get("space"))
+    space = _with_seeds(_space(data.get("space")), data.get("seeds"))
     rounds = base.federation.rounds
     launch_dir = str(data.get("launch_dir") or os.getcwd())
     output = _check(data, "output", str, "a directory", bool, "results/sweeps")
@@ -150,6 +152,9 @@ def sweep_from_dict(
         driver_cpus=float(_check(data, "driver_cpus", float, "a number > 0", lambda v: v > 0, 0.5)),
         launch_dir=launch_dir,
     )
+    if SEED_KEY in space and spec.num_samples > 1 and all(d.kind == "grid" for d in space.values()):
+        raise ConfigError("num_samples", spec.num_samples, "1 when every key is a grid and seeds are swept",
+                          "repeats of a grid would rerun identical trials; add seeds instead")  # fmt: skip
     check_trials(spec)
     return spec
 
@@ -212,6 +217,27 @@ def _space(space: Any) -> dict[str, Domain]:
     return domains
 
 
+def _with_seeds(space: dict[str, Domain], seeds: Any) -> dict[str, Domain]:
+    """``seeds: N`` (seeds 0 .. N-1) or ``seeds: [s, ...]`` as a grid over the config's ``seed``, last
+    in the space; the trials that differ only in it form one cell (``cell_id``)."""
+    if seeds is None:
+        return space
+    if SEED_KEY in space:
+        raise ConfigError("seeds", seeds, "either seeds or space.seed, not both", "drop one of them")
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ConfigError("seeds", seeds, "an int >= 1 (seeds 0 .. N-1) or a list of distinct ints >= 0")
+        values: tuple[Any, ...] = tuple(range(seeds))
+    elif isinstance(seeds, list) and seeds:
+        values = tuple(seeds)
+        ints = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
+        if not ints or len(set(values)) != len(values):
+            raise ConfigError("seeds", seeds, "a list of distinct ints >= 0", "e.g. seeds: [0, 1, 2]")
+    else:
+        raise ConfigError("seeds", seeds, "an int >= 1 (seeds 0 .. N-1) or a list of distinct ints >= 0")
+    return {**space, SEED_KEY: Domain("grid", values)}
+
+
 def _scheduler(value: Any, rounds: int) -> Asha | None:
     if value is None:
         return None
@@ -270,7 +296,12 @@ def trial_config(spec: SweepSpec, values: Mapping[str, Any]) -> ExperimentConfig
 
 
 def _set_values(tree: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``tree`` with ``tree[a][b] = value`` for each ``"a.b": value`` (values kept as given)."""
+    """A copy of ``tree`` with ``tree[a][b] = value`` for each ``"a.b": value`` (values kept as given).
+
+    A mapping value set on a config section merges into it: ``data.partition: {scheme: dirichlet,
+    alpha: 0.1}`` changes those two fields and keeps the base's others (shots, fractions), so one
+    grid can walk a joint axis such as the partition scheme with its alpha.
+    """
     result = json.loads(json.dumps(tree))  # a deep copy of plain YAML data
     for key, value in values.items():
         *sections, leaf = key.split(".")
@@ -281,8 +312,41 @@ def _set_values(tree: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str,
                     key, value, "a dotted path to a config field", f"'{part}' is not a config section"
                 )
             node = node[part]
-        node[leaf] = value.item() if isinstance(value, np.generic) else value
+        value = value.item() if isinstance(value, np.generic) else value
+        if isinstance(value, Mapping) and isinstance(node.get(leaf), dict):
+            value = _set_values(node[leaf], {str(k): v for k, v in value.items()})
+        node[leaf] = value
     return result
+
+
+# --- cells: the trials that differ only in the seed ----------------------------------------
+
+
+def stored_value(value: Any) -> Any:
+    """A swept value as ``trials.parquet`` stores it: scalars as they are, a mapping or list as
+    canonical JSON (one column type for every row)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (Mapping, list, tuple)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return value
+
+
+def loaded_value(spec: SweepSpec, key: str, stored: Any) -> Any:
+    """The inverse of ``stored_value`` for ``key`` of ``spec``'s space (JSON back to a mapping or list)."""
+    structured = any(isinstance(v, (Mapping, list)) for v in spec.space[key].values)
+    return json.loads(stored) if structured and isinstance(stored, str) else stored
+
+
+def cell_key(spec: SweepSpec, values: Mapping[str, Any]) -> str:
+    """Canonical JSON of a trial's swept values without the seed: equal exactly for one cell."""
+    cell = {key: stored_value(values.get(key)) for key in sorted(spec.space) if key != SEED_KEY}
+    return json.dumps(cell, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def cell_id(spec: SweepSpec, values: Mapping[str, Any]) -> str:
+    """A short stable id of a trial's cell (``cell-`` and 8 hex digits of ``cell_key``'s SHA-1)."""
+    return "cell-" + hashlib.sha1(cell_key(spec, values).encode()).hexdigest()[:8]
 
 
 # --- running on Tune -----------------------------------------------------------------------

@@ -9,6 +9,8 @@ mapping) and a search ``space`` of dotted config keys::
       train.lr: {loguniform: [0.005, 0.2]}
       algorithm.alpha: {grid: [1.1, 1.5]}
     num_samples: 2          # repeats of the grid (each with fresh random draws)
+    seeds: 3                # or [0, 5, 9]: a grid over the config's seed; trials differing only
+                            # in it form one cell (trials.parquet's cell_id), compared paired
     max_concurrent: 2       # 0 = as many trials as the cluster's resources hold
     metric: personalized_acc
     mode: max
@@ -48,11 +50,15 @@ from dp2fl_ray.errors import ConfigError
 from dp2fl_ray.metrics import atomic_write, read_summary, read_table, write_json
 from dp2fl_ray.sweep import (  # noqa: F401 -- load_sweep and co. are re-exported for callers of tune
     METRICS,
+    SEED_KEY,
     STATUS_FILE,
     SweepSpec,
     _set_values,
+    cell_id,
     check_trials,
     load_sweep,
+    loaded_value,
+    stored_value,
     sweep_from_dict,
     trial_bundles,
     trial_config,
@@ -301,7 +307,9 @@ def _trial_row(
         status = "unfinished"
     last = rounds.iloc[-1] if len(rounds) else {}
     row: dict[str, Any] = {"trial_id": trial_id, "status": status, "rounds_completed": done}
-    row |= {key: (result.config or {}).get(key) for key in spec.space}
+    row |= {key: stored_value((result.config or {}).get(key)) for key in spec.space}
+    row.setdefault(SEED_KEY, spec.base[SEED_KEY])  # seeds not swept: every trial runs the base's
+    row["cell_id"] = cell_id(spec, result.config or {})  # the trials that differ only in the seed
     row |= {m: float(last[m]) if len(rounds) else float("nan") for m in METRICS}
     summary = read_summary(run_dir) if (run_dir / "summary.json").is_file() else {}
     row |= {k: summary.get(k, float("nan")) for k in ("majority_acc", "zero_shot_acc", "wall_s")}
@@ -320,7 +328,9 @@ def _write_best(spec: SweepSpec, trials: pd.DataFrame) -> None:
     if ranked.empty:
         return
     best = ranked.loc[ranked[spec.metric].idxmax() if spec.mode == "max" else ranked[spec.metric].idxmin()]
-    config = config_from_dict(_set_values(spec.base, {key: best[key] for key in spec.space}))  # base's output
+    config = config_from_dict(
+        _set_values(spec.base, {key: loaded_value(spec, key, best[key]) for key in spec.space})
+    )  # base's output
     header = (
         f"# best of sweep {spec.name}: trial {best['trial_id']} ({best['run_dir']}), "
         f"{spec.metric} = {best[spec.metric]:.4f} after round {best['rounds_completed']}\n"

@@ -2,6 +2,8 @@
 
 ``write_report([run_dir])`` writes ``<run_dir>/report/``; several run directories without
 ``out_dir`` get one report each; with ``out_dir`` they are compared in one report there.
+``write_sweep_report(sweep_dir)`` writes ``<sweep_dir>/report/``: the same tables with every
+cell as mean ± 95% CI over seeds, and paired comparisons against a baseline method.
 Every file is written atomically (temporary name, then rename).
 """
 
@@ -13,6 +15,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from dp2fl_ray.errors import ConfigError
+from dp2fl_ray.report import sweep_markdown
 from dp2fl_ray.report.files import write_text
 from dp2fl_ray.report.markdown import PlotEntry, render
 from dp2fl_ray.report.plots import (
@@ -24,8 +28,18 @@ from dp2fl_ray.report.plots import (
     save_png,
 )
 from dp2fl_ray.report.runs import RunData, load_run, load_runs
+from dp2fl_ray.report.sweep_data import SweepData, is_sweep_dir, load_sweep_dir
+from dp2fl_ray.report.sweep_plots import plot_client_distributions, plot_heterogeneity
 
-__all__ = ["RunData", "load_run", "load_runs", "write_report"]
+__all__ = [
+    "RunData",
+    "SweepData",
+    "is_sweep_dir",
+    "load_run",
+    "load_runs",
+    "write_report",
+    "write_sweep_report",
+]
 
 PathLike = str | os.PathLike[str]
 
@@ -72,3 +86,38 @@ def _write(runs: list[RunData], out: Path) -> list[Path]:
             plot_global_weights(run), missing)  # fmt: skip
     add("timing.png", "throughput (client updates/s) and seconds per phase per round", plot_timing(runs))
     return written + [write_text(out / "report.md", render(runs, entries))]
+
+
+def write_sweep_report(
+    sweep_dir: PathLike, out_dir: PathLike | None = None, *, baseline: str | None = None
+) -> list[Path]:
+    """Write a sweep's ``report.md`` and its two plots; return every written file's path.
+
+    Args:
+        sweep_dir: a directory written by ``dp2fl-ray tune`` (``trials.parquet``, ``sweep.yaml``).
+        out_dir: where to write (default ``<sweep_dir>/report/``).
+        baseline: the method the others are compared against (default: the sweep's first).
+
+    Raises:
+        DataError: ``sweep_dir`` is not a sweep directory.
+        ConfigError: ``baseline`` is not one of the sweep's methods.
+    """
+    data = load_sweep_dir(sweep_dir)
+    baseline = baseline or data.methods[0]
+    if baseline not in data.methods:
+        raise ConfigError("--baseline", baseline, "one of the sweep's methods: " + ", ".join(data.methods))
+    out = Path(out_dir) if out_dir is not None else data.path / "report"
+    written: list[Path] = []
+    entries: list[PlotEntry] = []
+    for name, description, fig in (
+        ("accuracy_vs_heterogeneity.png", "mean accuracy per setting, error bars the 95% CI over seeds",
+         plot_heterogeneity(data)),
+        ("client_accuracy_by_method.png", "per-method distribution of per-client accuracy, pooled over seeds",
+         plot_client_distributions(data)),
+    ):  # fmt: skip
+        if fig is None:
+            entries.append(PlotEntry(name, description, None, "no completed trial"))
+        else:
+            written.append(save_png(fig, out / name))
+            entries.append(PlotEntry(name, description, name))
+    return written + [write_text(out / "report.md", sweep_markdown.render(data, baseline, entries))]

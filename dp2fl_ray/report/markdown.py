@@ -83,7 +83,7 @@ def render(runs: Sequence[RunData], plots: Sequence[PlotEntry]) -> str:
                          + ", ".join(f"`{m}`" for m in models if m != "global") + ").")  # fmt: skip
         else:
             parts.append(_new_clients(frame, models))
-    parts += ["## Plots", _plot_list(plots)]
+    parts += ["## Plots", plot_list(plots)]
     return "\n\n".join(parts) + "\n"
 
 
@@ -138,7 +138,7 @@ def _new_clients(frame: pd.DataFrame, models: Mapping[str, str]) -> str:
     )
 
 
-def _plot_list(plots: Sequence[PlotEntry]) -> str:
+def plot_list(plots: Sequence[PlotEntry]) -> str:
     lines, images = [], []
     for plot in plots:
         if plot.file is None:
