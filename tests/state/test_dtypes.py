@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +26,8 @@ def prompts(n: int, dim: int = DIM) -> np.ndarray:
 
 
 def store(backend: str, dtype: str, tmp_path: Path) -> ClientStore:
-    return open_store(StoreConfig(backend=backend, dtype=dtype, shard_size=4), str(tmp_path / "store"))
+    fields: dict[str, Any] = {"backend": backend, "dtype": dtype, "shard_size": 4}
+    return open_store(StoreConfig(**fields), str(tmp_path / "store"))
 
 
 def put_and_reopen(backend: str, dtype: str, tmp_path: Path, rows: np.ndarray) -> ClientStore:
