@@ -13,7 +13,7 @@ why; one failure does not stop the others):
   ``max_memory_allocated`` between 1, 2 and 4 clients must grow about linearly) and the slice
   limit it gives (``models/memory.py``).
 * ``shared GPU x2`` / ``x4``: two and four workers on one GPU (``gpus_per_worker`` 0.5,
-  0.25); the accuracy must equal the one-worker run's within 1e-6.
+  0.25); the accuracy must equal the one-worker run's (CPU: exactly; CUDA: within 0.05).
 * ``compile/bert``: ``model.compile: true`` (inductor, Triton kernels on CUDA), one round.
 * ``cohort 64`` / ``cohort 256``: PromptFL rounds (train + evaluate) of dp2fl-ray against the
   naive loop (``naive.py``: one client at a time, same card), MiniLM on CLINC150 when both
@@ -22,9 +22,10 @@ why; one failure does not stop the others):
 Writes ``gpu.md`` (with the card's name, torch and CUDA versions) and ``gpu.json`` to
 ``--out`` (default ``results/benchmarks``). Exit status 1 when a check failed.
 
-``--cpu-quick`` runs the same script on CPU with tiny models, cohorts 4 and 8, and without
-compile (inductor on 2 cores costs a minute; ``tests/models/test_model_compile.py`` covers
-it): the test suite runs it to prove the script end to end. Its numbers mean nothing.
+``--cpu-quick`` runs the same script on CPU with tiny models: the autocast probe of every
+backbone but a Ray run of clip's only, two workers sharing, cohort 4, and no compile
+(inductor on 2 cores costs a minute; ``tests/models/test_model_compile.py`` covers it). The
+test suite runs it to prove the script end to end; its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 OUT = REPO / "results" / "benchmarks"
 TINY = {"hidden": 64, "layers": 2, "heads": 4, "projection": 32, "image_size": 16, "patch_size": 8}
-SAME_ACC = 1e-6  # workers sharing a GPU must not change the numbers beyond rounding
+# Workers sharing a device must not change the accuracy: exactly on CPU; on CUDA, index_add's
+# atomics may round differently and flip a rare prediction of a tiny model.
+SAME_ACC = {"cpu": 1e-6, "cuda": 0.05}
 
 
 def clinc150_path() -> Path | None:
@@ -71,7 +74,9 @@ class Check:
     def __init__(self, cpu_quick: bool, work: Path) -> None:
         self.cpu_quick, self.work = cpu_quick, work
         self.device = "cpu" if cpu_quick else "cuda"
-        self.cohorts = (4, 8) if cpu_quick else (64, 256)
+        self.cohorts = (4,) if cpu_quick else (64, 256)
+        self.shared = (2,) if cpu_quick else (2, 4)
+        self.reference_acc: float | None = None  # the one-worker clip run's, for the shared-GPU checks
 
     def config(self, backbone: str, **sections: Any) -> Any:
         """A one-round DP2FL config on the device, bfloat16; ``sections`` merge over it."""
@@ -174,17 +179,19 @@ def autocast_probe(config: Any) -> dict[str, Any]:
 
 
 def check_autocast(ctx: Check, backbone: str, path: str | None) -> dict[str, Any]:
+    """The in-process probe, then a one-round run through Ray (CPU quick mode: clip's only)."""
     model: dict[str, Any] = {"path": path} if path else {}
     if path == "minilm":
         model["prompt"] = {"n_ctx": 4, "depth": 3}
-    config = ctx.config(backbone, model=model)
+    config = ctx.config(backbone, model=model, runtime={"clients_per_slice": 2})
     probe = autocast_probe(config)
+    if ctx.cpu_quick and backbone != "clip":
+        return {**probe, "run": "skipped in CPU quick mode (the probe ran)"}
     summary = ctx.run(config, f"autocast-{backbone}-{path or 'tiny'}")
-    return {
-        **probe,
-        "personalized_acc": round(float(summary["personalized_acc"]), 4),
-        "run_wall_s": summary["wall_s"],
-    }
+    if backbone == "clip":
+        ctx.reference_acc = float(summary["personalized_acc"])
+    acc, wall = round(float(summary["personalized_acc"]), 4), round(float(summary["wall_s"]), 1)
+    return {**probe, "personalized_acc": acc, "run_wall_s": wall}
 
 
 def check_slice_sizing(ctx: Check) -> dict[str, Any]:
@@ -212,24 +219,23 @@ def check_slice_sizing(ctx: Check) -> dict[str, Any]:
     }
 
 
-def check_shared(ctx: Check, workers: int, reference: dict[str, float]) -> dict[str, Any]:
+def check_shared(ctx: Check, workers: int) -> dict[str, Any]:
     """``workers`` workers on one GPU (CPU mode: on one core's share each); same accuracy as one."""
     share = 1 / workers
-    runtime = {"workers": workers, "clients_per_slice": 2}
+    runtime: dict[str, Any] = {"workers": workers, "clients_per_slice": 2}
     runtime |= {"cpus_per_worker": share} if ctx.cpu_quick else {"gpus_per_worker": share}
     summary = ctx.run(ctx.config("clip", runtime=runtime), f"shared-{workers}")
-    if "acc" not in reference:
-        reference["acc"] = float(
-            ctx.run(ctx.config("clip", runtime={"clients_per_slice": 2}), "shared-1")["personalized_acc"]
-        )
-    diff = abs(float(summary["personalized_acc"]) - reference["acc"])
-    if diff > SAME_ACC:
+    if ctx.reference_acc is None:  # autocast/clip did not run: one worker, same config
+        one = ctx.run(ctx.config("clip", runtime={"clients_per_slice": 2}), "shared-1")
+        ctx.reference_acc = float(one["personalized_acc"])
+    diff = abs(float(summary["personalized_acc"]) - ctx.reference_acc)
+    if diff > SAME_ACC[ctx.device]:
         raise RuntimeError(f"{workers} workers changed personalized_acc by {diff:.3g} against one worker")
     return {
         "per_worker": f"{share:g} {'CPU' if ctx.cpu_quick else 'GPU'}",
-        "personalized_acc": round(reference["acc"], 4),
+        "personalized_acc": round(ctx.reference_acc, 4),
         "diff_vs_1_worker": diff,
-        "run_wall_s": summary["wall_s"],
+        "run_wall_s": round(float(summary["wall_s"]), 1),
     }
 
 
@@ -245,7 +251,7 @@ def check_compile(ctx: Check) -> dict[str, Any]:
     return {
         "model": model.get("path", "tiny"),
         "personalized_acc": round(float(summary["personalized_acc"]), 4),
-        "run_wall_s": summary["wall_s"],
+        "run_wall_s": round(float(summary["wall_s"]), 1),
     }
 
 
@@ -293,7 +299,6 @@ def check_cohort(ctx: Check, cohort: int) -> dict[str, Any]:
 
 
 def plan(ctx: Check) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
-    reference: dict[str, float] = {}
     checks: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("autocast/clip", lambda: check_autocast(ctx, "clip", None)),
         ("autocast/vit", lambda: check_autocast(ctx, "vit", None)),
@@ -301,12 +306,10 @@ def plan(ctx: Check) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     ]
     if has_minilm():
         checks.append(("autocast/bert MiniLM", lambda: check_autocast(ctx, "bert", "minilm")))
-    checks += [
-        ("slice sizing", lambda: check_slice_sizing(ctx)),
-        ("shared GPU x2", lambda: check_shared(ctx, 2, reference)),
-        ("shared GPU x4", lambda: check_shared(ctx, 4, reference)),
-        ("compile/bert", lambda: check_compile(ctx)),
-    ]
+    checks.append(("slice sizing", lambda: check_slice_sizing(ctx)))
+    shared = [(f"shared GPU x{w}", lambda w=w: check_shared(ctx, w)) for w in ctx.shared]
+    checks += shared  # type: ignore[arg-type]
+    checks.append(("compile/bert", lambda: check_compile(ctx)))
     checks += [(f"cohort {c}", lambda c=c: check_cohort(ctx, c)) for c in ctx.cohorts]  # type: ignore[misc]
     return checks
 

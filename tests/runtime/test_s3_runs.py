@@ -139,7 +139,7 @@ def run_on_three_nodes(config_path: str, out: str) -> None:
         for i, node in enumerate(nodes):
             where = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(node.node_id, soft=False)
             task = rows_seen.options(scheduling_strategy=where, runtime_env={"env_vars": aws})
-            seen[f"node-{i}"] = ray.get(task.remote(config.store.uri, config.store.shard_size))
+            seen[f"node-{i}"] = ray.get(task.remote(str(config.store.uri), config.store.shard_size))
     finally:
         ray.shutdown()
         cluster.shutdown()
