@@ -257,6 +257,8 @@ class StoreConfig(_Section):
     shard_size: int = _spec(4096, "[1, inf)", hint="client ids per shard")
     cache_shards: int = _spec(16, "[1, inf)", hint="shards kept in memory (beyond cache_mib)")
     cache_mib: float = _spec(256.0, "[0, inf)", hint="cached rows below this size are never evicted")
+    # Prompts at rest (both backends); computation stays in model.dtype. See state/dtypes.py.
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
 
 @dataclass(frozen=True)

@@ -40,3 +40,11 @@ class CheckpointError(Dp2flError):
 
 class RunError(Dp2flError):
     """A simulation could not go on (numerical fault, too many failures...)."""
+
+
+class StoreError(CheckpointError):
+    """A client store's object is missing, corrupt, unreachable or from another run.
+
+    A subclass of ``CheckpointError`` (the store is the run's client checkpoint), so code
+    that handled store faults as checkpoint faults keeps working.
+    """

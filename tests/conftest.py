@@ -12,6 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# moto's S3 server for the store's S3 tests (defined once, so the session has one server)
+from s3_server import s3_server, s3_uri  # noqa: F401
+
 from dp2fl_ray.config import ExperimentConfig, config_from_dict
 
 TINY = {"hidden": 64, "layers": 2, "heads": 4, "projection": 32, "image_size": 16, "patch_size": 8}

@@ -103,7 +103,14 @@ SCHEMA_DEFAULTS: dict[str, Any] = {
         "max_retries": 2,
         "max_failures": 0,
     },
-    "store": {"backend": "memory", "uri": None, "shard_size": 4096, "cache_shards": 16, "cache_mib": 256.0},
+    "store": {
+        "backend": "memory",
+        "uri": None,
+        "shard_size": 4096,
+        "cache_shards": 16,
+        "cache_mib": 256.0,
+        "dtype": "float32",
+    },
     "output": {"dir": "results/runs", "checkpoint_every": 5},
 }
 

@@ -38,7 +38,7 @@ def start_workers(config_dict: dict[str, Any], runtime: Any, run_id: str) -> lis
         num_cpus=runtime.cpus_per_worker,
         num_gpus=runtime.gpus_per_worker,
         max_restarts=runtime.max_retries,  # a dead worker comes back; its slice is re-run
-        runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith("DP2FL_")}},
+        runtime_env={"env_vars": forwarded_env()},
     )
     return [
         BackboneWorker.options(
@@ -46,6 +46,13 @@ def start_workers(config_dict: dict[str, Any], runtime: Any, run_id: str) -> lis
         ).remote(config_dict, threads)
         for i in range(runtime.workers)
     ]
+
+
+def forwarded_env() -> dict[str, str]:
+    """The driver's ``DP2FL_*`` and ``AWS_*`` variables, for actors: a Ray node's processes
+    keep the environment the node started with, and the client store on ``s3://`` needs the
+    driver's endpoint and credentials (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``...)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("DP2FL_", "AWS_"))}
 
 
 def worker_placement(i: int) -> Any:
@@ -71,8 +78,10 @@ def start_aggregator(
     """The aggregator actor ``dp2fl:<run_id>:aggregator``, on the driver's node (soft=False:
     it must not wander)."""
     here = ray.get_runtime_context().get_node_id()
+    env = forwarded_env()  # the store's S3 endpoint and credentials
     return Aggregator.options(
         name=f"dp2fl:{run_id}:aggregator",
         num_cpus=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
+        **({"runtime_env": {"env_vars": env}} if env else {}),
     ).remote(algorithm, initial_task, initial_data, store, store_uri)

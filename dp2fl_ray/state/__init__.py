@@ -23,11 +23,12 @@ def open_store(store_cfg: StoreConfig, default_uri: str) -> ClientStore:
             ``ShardedClientStore``).
     """
     if store_cfg.backend == "memory":
-        return InMemoryClientStore()
+        return InMemoryClientStore(dtype=store_cfg.dtype)
     uri = store_cfg.uri if store_cfg.uri is not None else default_uri
     return ShardedClientStore(
         uri,
         shard_size=store_cfg.shard_size,
         cache_shards=store_cfg.cache_shards,
         cache_mib=store_cfg.cache_mib,
+        dtype=store_cfg.dtype,
     )

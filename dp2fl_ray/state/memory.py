@@ -1,7 +1,8 @@
 """The in-memory client store: per-client data prompt, baseline loss and rounds seen.
 
 A client has a row only once it has been sampled; a population of 10^7 costs nothing until
-its clients take part. Rows are float32 numpy vectors (what travels through Ray anyway).
+its clients take part. Rows come and go as float32 numpy vectors (what travels through Ray
+anyway); at rest the prompt is kept in ``store.dtype`` (``state/dtypes.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dp2fl_ray.state.base import ClientStore
+from dp2fl_ray.state.dtypes import decode, encode, storage_type
 
 
 @dataclass(frozen=True)
@@ -24,14 +26,21 @@ class ClientState:
 
 
 class InMemoryClientStore(ClientStore):
-    """Client rows in a dict keyed by client id (small and medium runs)."""
+    """Client rows in a dict keyed by client id (small and medium runs).
 
-    def __init__(self) -> None:
-        self._rows: dict[int, ClientState] = {}
+    Args:
+        dtype: how prompts are kept (``store.dtype``: float32, bfloat16, float16); rows are
+            put and got as float32 whatever it is.
+    """
+
+    def __init__(self, dtype: str = "float32") -> None:
+        storage_type(dtype)  # a ValueError naming the choices for an unknown dtype
+        self.dtype = dtype
+        self._rows: dict[int, ClientState] = {}  # data_prompt in the storage type of dtype
 
     def get_many(self, client_ids: Iterable[int]) -> list[ClientState | None]:
-        """Each client's state, or None for a client never seen."""
-        return [self._rows.get(int(c)) for c in client_ids]
+        """Each client's state (float32 prompt, a fresh copy), or None for a client never seen."""
+        return [None if (r := self._rows.get(int(c))) is None else self._decoded(r) for c in client_ids]
 
     def put_many(self, client_ids: Sequence[int], states: Sequence[ClientState]) -> None:
         """Store (replace) the rows of ``client_ids``."""
@@ -39,8 +48,11 @@ class InMemoryClientStore(ClientStore):
             raise ValueError(f"{len(client_ids)} ids but {len(states)} states")
         for c, s in zip(client_ids, states):
             self._rows[int(c)] = ClientState(
-                np.asarray(s.data_prompt, np.float32).copy(), float(s.baseline), int(s.rounds_seen)
+                encode(s.data_prompt, self.dtype), float(s.baseline), int(s.rounds_seen)
             )
+
+    def _decoded(self, row: ClientState) -> ClientState:
+        return ClientState(decode(row.data_prompt, self.dtype), row.baseline, row.rounds_seen)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -58,8 +70,10 @@ class InMemoryClientStore(ClientStore):
         return self.bytes_per_client() * len(self._rows)
 
     def snapshot(self) -> dict[int, ClientState]:
-        """A copy of every row (for checkpoints)."""
-        return dict(self._rows)
+        """A copy of every row with float32 prompts (for checkpoints: the format does not depend
+        on ``dtype``, and decoded values re-encode exactly, so a restore is bit for bit)."""
+        return {c: self._decoded(r) for c, r in self._rows.items()}
 
     def restore(self, rows: dict[int, ClientState]) -> None:
-        self._rows = dict(rows)
+        self._rows = {}
+        self.put_many(list(rows), list(rows.values()))

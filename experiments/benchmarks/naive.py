@@ -54,21 +54,23 @@ def train_one_client(
     hp: LocalTraining,
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """One client's local SGD from prompts ``(Dt,)``, ``(Dd,)``: new prompts and mean loss."""
-    pt = torch.from_numpy(np.array(task, np.float32))[None].requires_grad_(True)  # (1, Dt)
-    pd = torch.from_numpy(np.array(data, np.float32))[None].requires_grad_(True)  # (1, Dd)
+    """One client's local SGD from prompts ``(Dt,)``, ``(Dd,)``: new prompts and mean loss.
+    Prompts, labels and owners live on the model's device (the model moves the inputs)."""
+    device = model.device
+    pt = torch.from_numpy(np.array(task, np.float32)).to(device)[None].requires_grad_(True)  # (1, Dt)
+    pd = torch.from_numpy(np.array(data, np.float32)).to(device)[None].requires_grad_(True)  # (1, Dd)
     opt = torch.optim.SGD([pt, pd], lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
     losses = []
     for idx in client_batches(len(client), hp, seed):
-        owner = torch.zeros(len(idx), dtype=torch.long)
+        owner = torch.zeros(len(idx), dtype=torch.long, device=device)
         with model.autocast():
             logits = model.logits(client.inputs[idx], pt, pd, owner, model.class_features(pt))
-        loss = F.cross_entropy(logits.float(), client.labels[idx])
+        loss = F.cross_entropy(logits.float(), client.labels[idx].to(device))
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    return pt.detach()[0].numpy(), pd.detach()[0].numpy(), float(np.mean(losses))
+    return pt.detach()[0].cpu().numpy(), pd.detach()[0].cpu().numpy(), float(np.mean(losses))
 
 
 @torch.inference_mode()
@@ -76,15 +78,18 @@ def evaluate_one(
     model: DualPromptModel, task: np.ndarray, data: np.ndarray, client: ClientData, batch_size: int
 ) -> tuple[float, int, int]:
     """One model on one data set: mean loss, correct count, sample count."""
-    pt = torch.from_numpy(np.array(task, np.float32))[None]
-    pd = torch.from_numpy(np.array(data, np.float32))[None]
+    device = model.device
+    pt = torch.from_numpy(np.array(task, np.float32)).to(device)[None]
+    pd = torch.from_numpy(np.array(data, np.float32)).to(device)[None]
     with model.autocast():
         class_feats = model.class_features(pt)
     loss_sum, correct = 0.0, 0
     for lo in range(0, len(client), batch_size):
-        x, y = client.inputs[lo : lo + batch_size], client.labels[lo : lo + batch_size]
+        x, y = client.inputs[lo : lo + batch_size], client.labels[lo : lo + batch_size].to(device)
         with model.autocast():
-            logits = model.logits(x, pt, pd, torch.zeros(len(y), dtype=torch.long), class_feats)
+            logits = model.logits(
+                x, pt, pd, torch.zeros(len(y), dtype=torch.long, device=device), class_feats
+            )
         loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         correct += int((logits.argmax(-1) == y).sum())
     return loss_sum / max(1, len(client)), correct, len(client)
