@@ -37,7 +37,9 @@ def test_the_example_runs_from_its_folder_and_keeps_data_prompts_per_client(tmp_
     assert (second["data_prompt_shift"] > 0).all()
 
 
-def test_an_unknown_option_of_a_users_algorithm_names_it_and_its_options(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unknown_option_of_a_users_algorithm_names_it_and_its_options(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.syspath_prepend(str(EXAMPLE))
     config = config_from_dict({"algorithm": {"name": "my_fedavg:TaskOnlyFedAvg", "server_lr": 0.5}})
     assert config.algorithm.server_lr == 0.5

@@ -10,7 +10,6 @@ as they arrive.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ from dp2fl_ray.algorithms.base import (
 )
 from dp2fl_ray.algorithms.registry import build_algorithm
 from dp2fl_ray.config import AlgorithmConfig, StoreConfig
-from dp2fl_ray.state import ClientState, ClientStore, InMemoryClientStore, ShardedClientStore, open_store
+from dp2fl_ray.state import ClientState, ClientStore, InMemoryClientStore, open_store
 
 __all__ = ["AggregatorCore", "RoundStart", "RoundUpdate"]
 
@@ -114,29 +113,22 @@ class AggregatorCore:
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        """Continue from a ``snapshot`` (a checkpoint): global prompts, store, rounds done."""
+        """Continue from a ``snapshot`` (a checkpoint): global rows, store, rounds done."""
         self.global_task = np.asarray(snapshot["global_task"], np.float32).copy()
         self.global_data = np.asarray(snapshot["global_data"], np.float32).copy()
         self.initial_task = np.asarray(snapshot["initial_task"], np.float32).copy()
         self.initial_data = np.asarray(snapshot["initial_data"], np.float32).copy()
         self.rounds_done = int(snapshot["rounds_done"])
-        if isinstance(self.store, ShardedClientStore):
-            self.store.restore_copy(Path(snapshot["store_copy"]).name)
-        else:
-            self.store.restore(snapshot["store"])
+        self.store.restore_checkpoint(snapshot["store"])
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything needed to continue the run (for checkpoints).
+        """Everything needed to continue the run (for checkpoints): plain arrays and numbers.
 
-        A sharded store is not copied into the snapshot: its shards are copied aside on their
-        own filesystem (``save_copy``) and the snapshot names the copy.
+        The store says how its rows are recovered (``ClientStore.checkpoint``): a sharded store
+        copies its shards aside on their own filesystem and names the copy.
         """
-        if isinstance(self.store, ShardedClientStore):
-            store: dict[str, Any] = {"store_copy": self.store.save_copy(f"round-{self.rounds_done:05d}")}
-        else:
-            store = {"store": self.store.snapshot()}
         return {
-            **store,
+            "store": self.store.checkpoint(f"round-{self.rounds_done:05d}"),
             "global_task": self.global_task.copy(),
             "global_data": self.global_data.copy(),
             "initial_task": self.initial_task.copy(),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dp2fl_ray.config import StoreConfig
-from dp2fl_ray.state.base import ClientStore
-from dp2fl_ray.state.memory import ClientState, InMemoryClientStore
+from dp2fl_ray.state.base import ClientState, ClientStore
+from dp2fl_ray.state.memory import InMemoryClientStore
 from dp2fl_ray.state.sharded import ShardedClientStore
 
 __all__ = ["ClientState", "ClientStore", "InMemoryClientStore", "ShardedClientStore", "open_store"]

@@ -10,13 +10,23 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from dp2fl_ray.state.memory import ClientState
+
+@dataclass(frozen=True)
+class ClientState:
+    """What the server remembers of one client between its participations."""
+
+    data_prompt: np.ndarray  # float32 (S,): the row the algorithm keeps (``Algorithm.stored_rows``)
+    baseline: float  # L_k: the client's validation loss at the end of its last participation
+    rounds_seen: int
 
 
 class ClientStore(ABC):
@@ -52,6 +62,19 @@ class ClientStore(ABC):
     def close(self) -> None:
         """Flush and release resources; the store may still be read afterwards."""
         self.flush()
+
+    @abstractmethod
+    def checkpoint(self, tag: str) -> dict[str, Any]:
+        """Make the rows as they are now recoverable, and say how: plain data only (arrays,
+        strings, numbers), so a checkpoint can store it without pickling.
+
+        A backend that is its own storage (sharded) copies itself aside under ``tag`` and
+        names the copy; one that is not (memory) returns its rows.
+        """
+
+    @abstractmethod
+    def restore_checkpoint(self, saved: dict[str, Any]) -> None:
+        """Make the store exactly what it was when ``checkpoint`` returned ``saved``."""
 
     def snapshot(self) -> Any:
         """A copy of every row, for checkpoints of stores that are not their own checkpoint.

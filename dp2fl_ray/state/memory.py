@@ -8,21 +8,14 @@ anyway); at rest the prompt is kept in ``store.dtype`` (``state/dtypes.py``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from dp2fl_ray.state.base import ClientStore
+from dp2fl_ray.state.base import ClientState, ClientStore
 from dp2fl_ray.state.dtypes import decode, encode, storage_type
 
-
-@dataclass(frozen=True)
-class ClientState:
-    """What the server remembers of one client between its participations."""
-
-    data_prompt: np.ndarray  # float32 (Dd,)
-    baseline: float  # L_k: the client's validation loss at the end of its last participation
-    rounds_seen: int
+__all__ = ["ClientState", "InMemoryClientStore"]
 
 
 class InMemoryClientStore(ClientStore):
@@ -77,3 +70,26 @@ class InMemoryClientStore(ClientStore):
     def restore(self, rows: dict[int, ClientState]) -> None:
         self._rows = {}
         self.put_many(list(rows), list(rows.values()))
+
+    def checkpoint(self, tag: str) -> dict[str, Any]:
+        """Every row as plain arrays (float32 prompts; ids in ascending order)."""
+        rows = self.snapshot()
+        ids = sorted(rows)
+        width = len(rows[ids[0]].data_prompt) if ids else 0
+        return {
+            "client_ids": np.array(ids, np.int64),
+            "prompts": np.stack([rows[c].data_prompt for c in ids])
+            if ids
+            else np.zeros((0, width), np.float32),
+            "baselines": np.array([rows[c].baseline for c in ids], np.float64),
+            "rounds_seen": np.array([rows[c].rounds_seen for c in ids], np.int64),
+        }
+
+    def restore_checkpoint(self, saved: dict[str, Any]) -> None:
+        ids = [int(c) for c in np.asarray(saved["client_ids"])]
+        prompts, baselines = np.asarray(saved["prompts"], np.float32), np.asarray(saved["baselines"])
+        seen = np.asarray(saved["rounds_seen"])
+        self._rows = {}
+        self.put_many(
+            ids, [ClientState(prompts[k], float(baselines[k]), int(seen[k])) for k in range(len(ids))]
+        )

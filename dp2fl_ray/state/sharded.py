@@ -35,6 +35,7 @@ import re
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -43,9 +44,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from dp2fl_ray.errors import StoreError
-from dp2fl_ray.state.base import ClientStore
+from dp2fl_ray.state.base import ClientState, ClientStore
 from dp2fl_ray.state.dtypes import decode, encode, itemsize, storage_type
-from dp2fl_ray.state.memory import ClientState
 
 _SHARD_NAME = re.compile(r"shard-(\d{8,})\.parquet")
 _META_SIZE, _META_SHARD, _META_DTYPE = b"dp2fl.shard_size", b"dp2fl.shard", b"dp2fl.dtype"
@@ -335,6 +335,15 @@ class ShardedClientStore(ClientStore):
         for shard, info in sorted(self._list_shards().items()):
             self._fs.copy_file(info.path, f"{dest}/{info.base_name}")
         return dest
+
+    def checkpoint(self, tag: str) -> dict[str, Any]:
+        """The shards are their own storage: copy them aside (``save_copy``) and name the copy."""
+        return {"store_copy_tag": tag, "store_copy": self.save_copy(tag)}
+
+    def restore_checkpoint(self, saved: dict[str, Any]) -> None:
+        """Back to the copy ``checkpoint`` made (found under this store's root, wherever the
+        run directory moved)."""
+        self.restore_copy(str(saved.get("store_copy_tag") or str(saved["store_copy"]).rsplit("/", 1)[-1]))
 
     def restore_copy(self, tag: str) -> None:
         """Make the store exactly what ``save_copy(tag)`` saw: shards written later are removed."""

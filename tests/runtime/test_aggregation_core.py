@@ -40,7 +40,9 @@ def test_a_round_moves_global_state_and_stores_clients() -> None:
     loss = np.array([[1.0, 1.0], [3.0, 3.0]])  # S = [2, 6], S = 8: w = [(8-2)/8, (8-6)/8] = [0.75, 0.25]
     task = np.array([[1.0, 1.0], [5.0, 5.0]])
     data = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    agg = core.aggregate(RoundResults(start, task, data, np.array([10, 10]), np.array([2.0, 2.0]), _full(loss)))
+    agg = core.aggregate(
+        RoundResults(start, task, data, np.array([10, 10]), np.array([2.0, 2.0]), _full(loss))
+    )
     assert agg.global_weights.tolist() == pytest.approx([0.75, 0.25])
     assert core.global_prompts()[0].tolist() == pytest.approx([2.0, 2.0])  # 0.75*1 + 0.25*5
     assert agg.details is not None
@@ -61,19 +63,21 @@ def test_non_finite_losses_stop_the_round_with_a_clear_error() -> None:
     start = core.start_round(np.array([0, 1]))
     with pytest.raises(RunError, match="non-finite"):
         cross = _full(np.array([[1.0, np.nan], [1.0, 1.0]]))
-        core.aggregate(RoundResults(start, np.ones((2, 2)), np.ones((2, 3)), np.array([1, 1]), np.ones(2), cross))
+        core.aggregate(
+            RoundResults(start, np.ones((2, 2)), np.ones((2, 3)), np.array([1, 1]), np.ones(2), cross)
+        )
 
 
 def _one_round(name: str, **extra: float) -> tuple[AggregatorCore, np.ndarray]:
-    core = AggregatorCore(
-        _algorithm(name=name, **extra), np.array([1.0, 2.0]), np.array([0.0, 0.0, 0.0])
-    )
+    core = AggregatorCore(_algorithm(name=name, **extra), np.array([1.0, 2.0]), np.array([0.0, 0.0, 0.0]))
     cohort = np.array([0, 1])
     start = core.start_round(cohort)
     task = np.array([[1.0, 1.0], [4.0, 7.0]])
     data = np.array([[1.0, 1.0, 1.0], [4.0, 4.0, 4.0]])
     personal = (task + 100, data + 100) if name == "pfedme" else (None, None)
-    update = core.aggregate(RoundResults(start, task, data, np.array([30, 10]), start.baselines, None, *personal))
+    update = core.aggregate(
+        RoundResults(start, task, data, np.array([30, 10]), start.baselines, None, *personal)
+    )
     core.commit(cohort, update, np.array([0.1, 0.2]))
     return core, np.array([[1.0, 1.0], [4.0, 7.0]])
 

@@ -18,7 +18,9 @@ M, DT, DD = 6, 3, 4
 def _round(n_models: int, seed: int = 0) -> tuple[AggregatorCore, dict, list[np.ndarray], CrossEval]:
     """A dp2fl aggregator after start_round, the round's inputs, blocks of pairs, the cross-eval."""
     rng = np.random.default_rng(seed)
-    core = AggregatorCore(config_from_dict({"algorithm": {"alpha": 1.3}}).algorithm, rng.normal(size=DT), rng.normal(size=DD))
+    core = AggregatorCore(
+        config_from_dict({"algorithm": {"alpha": 1.3}}).algorithm, rng.normal(size=DT), rng.normal(size=DD)
+    )
     cohort = np.arange(10, 10 + M)
     start = core.start_round(cohort)
     candidates = candidate_models(seed, 1, cohort, n_models)

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.ray
 
 
 def _run(config: ExperimentConfig, out: Path, name: str, every: int) -> dict[str, pd.DataFrame]:
-    cfg = config.with_overrides([f"algorithm.name={name}", "federation.rounds=3", f"federation.eval_every={every}"])
+    cfg = config.with_overrides(
+        [f"algorithm.name={name}", "federation.rounds=3", f"federation.eval_every={every}"]
+    )
     run_experiment(cfg, output_dir=out, run_name=f"{name}-{every}", progress=False)
     return {t: read_table(out / f"{name}-{every}", t) for t in ("rounds", "clients", "evals")}
 

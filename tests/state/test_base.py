@@ -94,3 +94,19 @@ def test_sharded_behaves_like_memory_under_any_sequence(
     assert len(reopened) == len(memory)
     everyone = list(range(61))
     assert [r is None for r in reopened.get_many(everyone)] == [r is None for r in memory.get_many(everyone)]
+
+
+@pytest.mark.parametrize("backend", ["memory", "sharded"])
+def test_checkpoint_is_plain_data_and_restores_the_rows_of_that_moment(tmp_path: Path, backend: str) -> None:
+    store = open_store(StoreConfig(backend=backend, shard_size=2), str(tmp_path / "store"))  # type: ignore[arg-type]
+    store.put_many([1, 4], [ClientState(np.array([1.0, 2.0], np.float32), 0.5, 1),
+                            ClientState(np.array([3.0, 4.0], np.float32), 0.25, 2)])  # fmt: skip
+    saved = store.checkpoint("round-00001")
+    leaves = list(saved.values())
+    assert all(isinstance(v, (np.ndarray, str, int, float)) for v in leaves), leaves  # no objects to pickle
+    store.put_many([1, 9], [ClientState(np.array([9.0, 9.0], np.float32), 9.0, 9)] * 2)
+    store.restore_checkpoint(saved)
+    one, four, nine = store.get_many([1, 4, 9])
+    assert nine is None and len(store) == 2
+    assert one is not None and one.data_prompt.tolist() == [1.0, 2.0] and one.rounds_seen == 1
+    assert four is not None and four.baseline == 0.25
