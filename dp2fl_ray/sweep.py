@@ -22,7 +22,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from dp2fl_ray.config import ExperimentConfig, apply_overrides, config_from_dict, config_to_dict, load_config
+from dp2fl_ray.config import (
+    ExperimentConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    switch_algorithm,
+)
 from dp2fl_ray.errors import ConfigError
 
 DOMAINS = ("grid", "choice", "uniform", "loguniform")
@@ -298,12 +305,17 @@ def trial_config(spec: SweepSpec, values: Mapping[str, Any]) -> ExperimentConfig
 def _set_values(tree: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``tree`` with ``tree[a][b] = value`` for each ``"a.b": value`` (values kept as given).
 
-    A mapping value set on a config section merges into it: ``data.partition: {scheme: dirichlet,
+    A value for ``algorithm.name`` switches method first (``config.switch_algorithm``): the base's
+    options that the new method does not take are dropped. A mapping value set on a config section merges into it: ``data.partition: {scheme: dirichlet,
     alpha: 0.1}`` changes those two fields and keeps the base's others (shots, fractions), so one
     grid can walk a joint axis such as the partition scheme with its alpha.
     """
     result = json.loads(json.dumps(tree))  # a deep copy of plain YAML data
+    if isinstance(values.get("algorithm.name"), str):  # first: the base's other-method options go
+        result = switch_algorithm(result, str(values["algorithm.name"]))
     for key, value in values.items():
+        if key == "algorithm.name":
+            continue
         *sections, leaf = key.split(".")
         node = result
         for part in sections:
