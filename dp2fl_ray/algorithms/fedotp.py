@@ -104,7 +104,7 @@ def transport_plan(
 
 
 def plan_logits(sim: torch.Tensor, plan: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
-    """Class logits from similarities and plans ``(N, C, L, K)``: ``scale * sum_{L,K} T * sim`` -> ``(N, C)``."""
+    """Class logits ``scale * sum_{L,K} T * sim``: sim and plan ``(N, C, L, K)`` -> ``(N, C)``."""
     return scale * (plan * sim).sum(dim=(-1, -2))
 
 
@@ -146,7 +146,9 @@ class FedOTPForward(ClientForward):
         sim = (patches.unsqueeze(1).unsqueeze(1) * feats.unsqueeze(3)).sum(dim=-1)  # (N, K, C, L)
         sim = sim.permute(0, 2, 3, 1)  # (N, C, L, K)
         with torch.no_grad():
-            plan = transport_plan(sim.detach(), o.eps, o.top_percent, o.max_iter, o.thresh, o.ot == "unbalanced")
+            plan = transport_plan(
+                sim.detach(), o.eps, o.top_percent, o.max_iter, o.thresh, o.ot == "unbalanced"
+            )
         return plan_logits(sim, plan, model.token_logit_scale())  # (N, C)
 
 

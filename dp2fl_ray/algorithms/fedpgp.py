@@ -114,7 +114,9 @@ def low_rank_delta(blocks: Sequence[Block], factors: torch.Tensor, rank: int) ->
         u = factors[:, offset : offset + n_u].reshape(m, b.count, b.rows, rank)  # (M, c, rows, r)
         v = factors[:, offset + n_u : offset + n_u + n_v].reshape(m, b.count, rank, b.cols)  # (M, c, r, cols)
         offset += n_u + n_v
-        product = (u.unsqueeze(-1) * v.unsqueeze(-3)).sum(dim=-2)  # (M, c, rows, r, cols) -> (M, c, rows, cols)
+        product = (u.unsqueeze(-1) * v.unsqueeze(-3)).sum(
+            dim=-2
+        )  # (M, c, rows, r, cols) -> (M, c, rows, cols)
         pieces.append(product.reshape(m, b.size))  # (M, size)
     if offset != factors.shape[1]:
         raise ValueError(f"factors have {factors.shape[1]} values but the blocks take {offset}")

@@ -67,9 +67,15 @@ def test_two_equal_prompts_give_the_one_prompt_plan() -> None:
 def test_server_averages_the_global_prompt_and_keeps_the_local_one() -> None:
     init_t, init_d = np.zeros(3, np.float32), np.zeros(2, np.float32)  # task row (Dt + Dd), local (Dt)
     state = ServerState(init_t, init_d, init_t, init_d)
-    start = RoundStart(init_t, init_d, np.zeros((2, 3)), np.zeros((2, 2)), np.full(2, np.nan), np.ones(2, bool))
+    start = RoundStart(
+        init_t, init_d, np.zeros((2, 3)), np.zeros((2, 2)), np.full(2, np.nan), np.ones(2, bool)
+    )
     results = RoundResults(
-        start, np.array([[1.0, 2, 3], [3, 2, 1]]), np.array([[1.0, 1], [2, 2]]), np.array([3, 1]), np.full(2, np.nan)
+        start,
+        np.array([[1.0, 2, 3], [3, 2, 1]]),
+        np.array([[1.0, 1], [2, 2]]),
+        np.array([3, 1]),
+        np.full(2, np.nan),
     )
     update = FedOTP().aggregate(state, results)
     assert update.global_task.tolist() == [1.5, 2.0, 2.5]
@@ -79,7 +85,9 @@ def test_server_averages_the_global_prompt_and_keeps_the_local_one() -> None:
 
 def test_vit_and_bert_fail_at_config_time(tiny_config: ExperimentConfig) -> None:
     with pytest.raises(ConfigError, match="model.backbone"):
-        tiny_config.with_overrides(["algorithm.name=fedotp", "model.backbone=vit", "model.name=vit_base_patch16_224"])
+        tiny_config.with_overrides(
+            ["algorithm.name=fedotp", "model.backbone=vit", "model.name=vit_base_patch16_224"]
+        )
 
 
 @pytest.fixture(scope="module")
@@ -89,14 +97,18 @@ def model(tiny_config: ExperimentConfig) -> DualPromptModel:
 
 def _clients(n: tuple[int, ...]) -> list[ClientData]:
     gen = torch.Generator().manual_seed(4)
-    return [ClientData(torch.rand(k, 3, 8, 8, generator=gen), torch.randint(0, 5, (k,), generator=gen)) for k in n]
+    return [
+        ClientData(torch.rand(k, 3, 8, 8, generator=gen), torch.randint(0, 5, (k,), generator=gen)) for k in n
+    ]
 
 
 def _rows(model: DualPromptModel, b: int) -> tuple[torch.Tensor, torch.Tensor]:
     t, d = (x.numpy() for x in model.initial_prompts(0))
     task, data = (torch.from_numpy(x) for x in FedOTP().initial_rows(t, d, seed=0))
     gen = torch.Generator().manual_seed(9)
-    return task + 0.02 * torch.randn(b, len(task), generator=gen), data + 0.05 * torch.randn(b, len(data), generator=gen)
+    return task + 0.02 * torch.randn(b, len(task), generator=gen), data + 0.05 * torch.randn(
+        b, len(data), generator=gen
+    )
 
 
 def test_batched_training_equals_training_each_client_alone(model: DualPromptModel) -> None:
@@ -131,4 +143,6 @@ def test_fedotp_runs_end_to_end(ray_cluster: None, tiny_config: ExperimentConfig
     assert summary["status"] == "completed" and summary["algorithm"] == "fedotp"
     assert (clients["status"] == "ok").all() and clients["test_acc"].between(0, 1).all()
     assert 0 <= summary["global_acc"] <= 1
-    assert {"personalized", "global", "init", "initglo"} <= set(read_table(tmp_path / "otp", "evals")["model"])
+    assert {"personalized", "global", "init", "initglo"} <= set(
+        read_table(tmp_path / "otp", "evals")["model"]
+    )

@@ -63,7 +63,9 @@ def test_contrastive_loss_on_two_classes_by_hand() -> None:
 def _server(m: int) -> tuple[ServerState, RoundResults]:
     init_t, init_d = np.zeros(3, np.float32), np.full(2, 7.0, np.float32)
     state = ServerState(init_t, init_d, init_t, init_d)
-    start = RoundStart(init_t, init_d, np.zeros((m, 3)), np.zeros((m, 2)), np.full(m, np.nan), np.ones(m, bool))
+    start = RoundStart(
+        init_t, init_d, np.zeros((m, 3)), np.zeros((m, 2)), np.full(m, np.nan), np.ones(m, bool)
+    )
     task = np.array([[1.0, 2, 3], [3, 2, 1]])
     data = np.array([[1.0, 1], [2, 2]])
     return state, RoundResults(start, task, data, np.array([1, 3]), np.full(m, np.nan))
@@ -76,7 +78,7 @@ def test_server_averages_sigma_only_and_keeps_the_factors() -> None:
     assert np.array_equal(update.personal_task, np.repeat(update.global_task[None], 2, axis=0))
     assert np.array_equal(FedPGP().stored_rows(update), results.data)  # U, V stay per client
     assert update.global_data.tolist() == [7.0, 7.0]  # the global model: round-0 factors (U = 0)
-    task, data = FedPGP().start_rows(state, [None, np.array([5.0, 5.0])])
+    _, data = FedPGP().start_rows(state, [None, np.array([5.0, 5.0])])
     assert data.tolist() == [[7.0, 7.0], [5.0, 5.0]]
 
 
@@ -90,7 +92,9 @@ def test_rows_and_round_zero_personal_model_equal_the_global_one(model: DualProm
     t, d = (x.numpy() for x in model.initial_prompts(0))
     sizes = algo.row_sizes(PromptSizes(len(t), len(d)))
     task, data = algo.initial_rows(t, d, seed=0)
-    assert (len(task), len(data)) == (sizes.task, sizes.data) == (len(t) + len(d), len(t) + sizes.data - len(t))
+    assert (
+        (len(task), len(data)) == (sizes.task, sizes.data) == (len(t) + len(d), len(t) + sizes.data - len(t))
+    )
     fwd = algo.forward()
     with torch.no_grad():
         prep = fwd.prepare(model, torch.from_numpy(task)[None], torch.from_numpy(data)[None])
@@ -111,7 +115,9 @@ def _reference(model: DualPromptModel, task: torch.Tensor, data: torch.Tensor, c
         personal = sigma + low_rank_delta(blocks, factors, o.rank)
         feats = model.class_features(personal)
         owner = torch.zeros(len(idx), dtype=torch.long)
-        loss = F.cross_entropy(model.logits(client.inputs[idx], personal, dprompt, owner, feats), client.labels[idx])
+        loss = F.cross_entropy(
+            model.logits(client.inputs[idx], personal, dprompt, owner, feats), client.labels[idx]
+        )
         glob, h = model.class_features(sigma), model.class_features(hand).detach()
         loss = loss + o.mu * prompt_contrastive_loss(h, glob, feats, o.temperature)[0]
         opt.zero_grad()
