@@ -23,7 +23,8 @@ Ours (to fit dual-prompt backbones and the engine's determinism):
 - each transport problem stops on its own (relative change of ``v`` below ``thresh``), not
   when the batch's mean change does, so a sample's logits do not depend on its batch; and the
   kernel is shifted per prompt column (``cost - min_m cost``), which leaves the plan unchanged
-  in exact arithmetic but keeps ``exp(-cost / 0.01)`` from underflowing to 0;
+  in exact arithmetic but keeps ``exp(-cost / 0.01)`` from underflowing to 0, and the plan is
+  computed in float64 (v grows like ``exp(cost / eps)`` for far patches);
 - the global model (held-out clients) is the global prompt alone: its rows put the global
   prompt in the local slot, and two equal prompts give the one-prompt plan exactly.
 - only ``clip`` offers patch features in its class-feature space; ViT and BERT classify with a
@@ -83,6 +84,7 @@ def transport_plan(
     """
     length, k = sim.shape[-2], sim.shape[-1]
     a, b = 1.0 / length, (mass if unbalanced else 1.0) / k
+    out_dtype, sim = sim.dtype, sim.double()  # float64: v grows like exp(cost / eps) for far patches
     cost = 1.0 - sim
     # A per-column factor in the kernel is absorbed by v: same plan, no exp underflow.
     kernel = torch.exp(-(cost - cost.amin(dim=-2, keepdim=True)) / eps)  # (..., L, K)
@@ -100,7 +102,7 @@ def transport_plan(
         done = done | (change < thresh)
         if bool(done.all()):
             break
-    return u.unsqueeze(-1) * kernel * v.unsqueeze(-2)  # (..., L, K)
+    return (u.unsqueeze(-1) * kernel * v.unsqueeze(-2)).to(out_dtype)  # (..., L, K)
 
 
 def plan_logits(sim: torch.Tensor, plan: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
