@@ -196,6 +196,15 @@ class Algorithm(abc.ABC):
 
     # --- rows -----------------------------------------------------------------------------
 
+    def for_model(self, model: DualPromptModel) -> Algorithm:
+        """This method as a worker whose backbone is ``model`` runs it (default: itself).
+
+        ``row_sizes`` and ``initial_rows`` see the model's prompt *sizes* only; a method whose
+        rows depend on the prompts' *layout* (FedPGP: low-rank factors per 2-D prompt block)
+        returns a copy that knows it. Only workers bind: server hooks never need the layout.
+        """
+        return self
+
     def row_sizes(self, prompts: PromptSizes) -> PromptSizes:
         """This method's row sizes given the model's prompt sizes (default: the same)."""
         return prompts

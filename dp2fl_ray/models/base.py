@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dp2fl_ray.errors import ModelError
 from dp2fl_ray.models.layout import PromptLayout
 
 
@@ -68,6 +69,25 @@ class DualPromptModel(nn.Module, abc.ABC):
 
         ``class_feats`` is ``class_features(task)``, computed once per step by the caller.
         """
+
+    def token_features(
+        self, inputs: torch.Tensor, task: torch.Tensor, data: torch.Tensor, owner: torch.Tensor
+    ) -> torch.Tensor:
+        """Unit-norm per-token (per-patch) features ``(N, L, P)`` in the space of
+        ``class_features``, sample n run with prompt row ``owner[n]``: what a method that
+        matches local features to classes (FedOTP's optimal transport) compares by cosine.
+
+        Only a backbone whose classifier is a cosine between image/text features and class
+        features offers them (default: a ``ModelError`` naming the backbone).
+        """
+        raise ModelError(
+            f"{type(self).__name__} has no per-token features in its class-feature space (its "
+            "classifier is not a cosine similarity); use model.backbone clip for this method"
+        )
+
+    def token_logit_scale(self) -> torch.Tensor:
+        """The scale that turns a cosine of ``token_features`` and class features into a logit."""
+        raise ModelError(f"{type(self).__name__} has no cosine logit scale; use model.backbone clip")
 
     def place(self, device: torch.device) -> DualPromptModel:
         """Move the backbone (and every buffer) to ``device``; prompts follow it per call."""

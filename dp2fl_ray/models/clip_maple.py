@@ -139,10 +139,10 @@ class ClipMaple(DualPromptModel):
             2
         )  # (M, J, n, d_v)
 
-    def image_features(
+    def vision_states(
         self, images: torch.Tensor, task: torch.Tensor, data: torch.Tensor, owner: torch.Tensor
     ) -> torch.Tensor:
-        """Normalised image features ``(N, P)``, sample n with the vision prompts of row ``owner[n]``."""
+        """Last-layer vision tokens ``(N, 1 + patches + n_ctx, d_v)``: CLS, patches, prompts."""
         vision = self.clip.vision_model
         prompts = self.vision_prompts(task, data)[owner]  # (N, J, n, d_v)
         x = vision.embeddings(self.preprocess(images))  # (N, 1+patches, d_v)
@@ -153,8 +153,31 @@ class ClipMaple(DualPromptModel):
             if 1 <= layer_idx < self.depth:
                 x = torch.cat([x[:, :-n], prompts[:, layer_idx].to(x.dtype)], dim=1)
             x = layer(x, None)
-        pooled = rowwise(vision.post_layernorm, x[:, 0])
+        return x
+
+    def image_features(
+        self, images: torch.Tensor, task: torch.Tensor, data: torch.Tensor, owner: torch.Tensor
+    ) -> torch.Tensor:
+        """Normalised image features ``(N, P)``, sample n with the vision prompts of row ``owner[n]``."""
+        x = self.vision_states(images, task, data, owner)  # (N, 1+patches+n, d_v)
+        pooled = rowwise(self.clip.vision_model.post_layernorm, x[:, 0])
         return F.normalize(rowwise(self.clip.visual_projection, pooled).float(), dim=-1)  # (N, P)
+
+    def token_features(
+        self, inputs: torch.Tensor, task: torch.Tensor, data: torch.Tensor, owner: torch.Tensor
+    ) -> torch.Tensor:
+        """Normalised patch features ``(N, patches, P)``: each patch token through the same final
+        LayerNorm and projection as the CLS token (as FedOTP/PLOT read CLIP's feature map); the
+        CLS and prompt tokens are left out."""
+        x = self.vision_states(inputs, task, data, owner)  # (N, 1+patches+n, d_v)
+        patches = x[:, 1 : x.shape[1] - self.n_ctx]  # (N, L, d_v)
+        n, length, d = patches.shape
+        flat = rowwise(self.clip.vision_model.post_layernorm, patches.reshape(n * length, d))  # (N*L, d_v)
+        feats = rowwise(self.clip.visual_projection, flat).float()  # (N*L, P)
+        return F.normalize(feats, dim=-1).reshape(n, length, -1)  # (N, L, P)
+
+    def token_logit_scale(self) -> torch.Tensor:
+        return self.clip.logit_scale.exp().float()
 
     def logits(
         self,

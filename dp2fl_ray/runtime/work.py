@@ -108,7 +108,7 @@ class WorkerCore:
         self.model = build_model(
             cfg.model, self.source.class_names, texts=texts, gpus_per_worker=cfg.runtime.gpus_per_worker
         )  # texts: a tiny model's vocabulary
-        self.algorithm = build_algorithm(cfg.algorithm)
+        self.algorithm = build_algorithm(cfg.algorithm).for_model(self.model)
         self.forward = self.algorithm.forward()
         self.hp = self.algorithm.local_training(cfg.train)
         log.info(
