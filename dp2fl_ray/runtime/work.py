@@ -205,8 +205,9 @@ class WorkerCore:
             sets = [self.client_data(ids[k], split) for k in asked]
             diagonal = [(a, a) for a in range(len(asked))]
             ev = evaluate_pairs(
-                self.model, t0[asked], d0[asked], sets, diagonal, self.config.train.eval_batch_size
-            )
+                self.model, t0[asked], d0[asked], sets, diagonal, self.config.train.eval_batch_size,
+                forward=self.forward,
+            )  # fmt: skip
             if split == "val":
                 start_loss[asked] = ev.loss.numpy()
             else:
