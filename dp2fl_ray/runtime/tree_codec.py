@@ -74,7 +74,7 @@ def _encode(value: Any, path: str, tensors: dict[str, np.ndarray]) -> Any:
         key = path or "value"
         while key in tensors:  # paths are unique unless keys hold '/'
             key += "#"
-        tensors[key] = np.ascontiguousarray(value)
+        tensors[key] = value.copy(order="C")  # (ascontiguousarray would make a 0-d array 1-d)
         return {TAG: "array", "key": key}
     if isinstance(value, Mapping):
         if all(isinstance(k, str) for k in value) and TAG not in value:
