@@ -505,5 +505,7 @@ def test_joins_and_new_clients_past_the_population_cap_are_refused_at_config_tim
         config_from_dict({"federation": {"population": 10, "cohort": 10, "joins": f"{cap}@2"}})
     with pytest.raises(ConfigError, match="federation.new_clients"):
         config_from_dict({"federation": {"population": cap, "cohort": 10, "new_clients": 1}})
-    ok = config_from_dict({"federation": {"population": 10, "cohort": 10, "joins": "5@2,5@3", "new_clients": 2}})
+    ok = config_from_dict(
+        {"federation": {"population": 10, "cohort": 10, "joins": "5@2,5@3", "new_clients": 2}}
+    )
     assert ok.federation.joins == "5@2,5@3"

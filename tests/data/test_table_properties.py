@@ -38,7 +38,7 @@ def _write(folder: Path, kind: str, case: dict[str, Any]) -> None:
         if kind == "csv":
             frame.to_csv(path, index=False)
         else:
-            as_text = {c: [None if v is None or v != v else str(v) for v in frame[c]] for c in frame.columns}
+            as_text = {c: [None if pd.isna(v) else str(v) for v in frame[c]] for c in frame.columns}
             pd.DataFrame(as_text, index=range(len(frame))).to_parquet(path, index=False)  # NaN stays null
         if case["empty_file"] == split:
             path.write_bytes(b"")

@@ -115,7 +115,9 @@ def _forge(tmp_path: Path, tensors: bytes, document: dict[str, Any]) -> None:
     (folder / MANIFEST).write_text(json.dumps(manifest))
 
 
-def test_a_crafted_safetensors_with_a_bad_header_is_refused_and_the_payload_never_runs(tmp_path: Path) -> None:
+def test_a_crafted_safetensors_with_a_bad_header_is_refused_and_the_payload_never_runs(
+    tmp_path: Path,
+) -> None:
     marker = tmp_path / "marker"
     good = {"format": "dp2fl-checkpoint/2", "state": {"round": 1}}
     pickled = pickle.dumps(_WritesMarker(marker))
@@ -123,7 +125,8 @@ def test_a_crafted_safetensors_with_a_bad_header_is_refused_and_the_payload_neve
         struct.pack("<Q", 1 << 40) + b"{}",  # header length past the end
         struct.pack("<Q", 9) + b"not json!" + pickled,  # header is no JSON
         struct.pack("<Q", len(b'{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,999]}}'))
-        + b'{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,999]}}' + pickled,  # offsets past the data
+        + b'{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,999]}}'
+        + pickled,  # offsets past the data
         pickled,  # a pickle under the safetensors name
     ]
     for tensors in bad_headers:

@@ -22,7 +22,9 @@ class _Crash(RuntimeError):
 
 
 @pytest.fixture(scope="module")
-def crashed(ray_cluster: None, tiny_config: ExperimentConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def crashed(
+    ray_cluster: None, tiny_config: ExperimentConfig, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """A 3-round run that died after round 2 was written and checkpointed."""
     config = tiny_config.with_overrides(["federation.rounds=3", "output.checkpoint_every=1"])
     out = tmp_path_factory.mktemp("crashed")
@@ -84,7 +86,9 @@ def test_a_resume_after_a_deleted_metrics_table_is_refused_naming_it(
     assert _files(run) == before and read_summary(run)["status"] == "failed"
 
 
-def test_a_resume_after_a_truncated_metrics_file_is_refused_before_any_round(crashed: Path, tmp_path: Path) -> None:
+def test_a_resume_after_a_truncated_metrics_file_is_refused_before_any_round(
+    crashed: Path, tmp_path: Path
+) -> None:
     """Finding 4: a truncated Parquet used to fail only at the end, in an ArrowInvalid traceback."""
     run = _copy(crashed, tmp_path)
     part = run / "metrics" / "clients" / "round=2" / "part-0.parquet"
