@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -49,7 +50,9 @@ def _write(folder: Path, kind: str, case: dict[str, Any]) -> None:
 def _valid(source: DataSource) -> None:
     for split in (source.train, source.test):
         assert len(split) > 0 and 0 <= split.labels.min() and split.labels.max() < source.num_classes
-        assert all(isinstance(t, str) for t in split.inputs)
+        assert split.modality == "text" and all(
+            isinstance(t, str) for t in split.take(np.arange(len(split)))[0]
+        )
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
