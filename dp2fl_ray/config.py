@@ -143,7 +143,7 @@ class FederationConfig(_Section):
 
     _relations = (("cohort", "<=", "population"),)
 
-    population: int = _spec(10, "[1, 10_000_000_000]")
+    population: int = _spec(10, "[1, 10_000_000_000]")  # = population_cap
     cohort: int = _spec(10, "[1, inf)")
     rounds: int = _spec(10, "[1, inf)")
     new_clients: int = _spec(2, "[0, inf)", hint="held-out clients for the global model")
@@ -154,6 +154,22 @@ class FederationConfig(_Section):
         0, "[0, inf)", hint="0 = exact up to 128 clients a round, then 128 candidates"
     )
     joins: str = _spec("", pattern=r"(\d+@\d+(,\d+@\d+)*)?", hint="'COUNT@ROUND,...', e.g. '100@5,100@10'")
+
+    # Client ids are int64 and every id is seeded; ids past this many are refused at config time.
+    population_cap: ClassVar[int] = 10_000_000_000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        joined = sum(int(part.split("@")[0]) for part in self.joins.split(",") if part.strip())
+        total = self.population + joined + self.new_clients
+        if total > self.population_cap:
+            name, value = (
+                ("federation.joins", self.joins) if joined else ("federation.new_clients", self.new_clients)
+            )
+            raise ConfigError(
+                name, value, f"population + joiners + new_clients <= {self.population_cap:_}",
+                f"they add up to {total:_}; lower federation.population, joins or new_clients",
+            )  # fmt: skip
 
 
 class AlgorithmOptions(_Section):
@@ -284,8 +300,13 @@ class ExperimentConfig(_Section):
     store: StoreConfig = field(default_factory=StoreConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
+    # model.name for a vit with model.path null: model.tiny replaces its sizes (vit_prompt.TINY_TEMPLATE).
+    tiny_vit_name: ClassVar[str] = "vit_base_patch16_224"
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.model.backbone == "vit" and self.model.path is None and self.model.name is None:
+            object.__setattr__(self, "model", dataclasses.replace(self.model, name=self.tiny_vit_name))
         self.algorithm.algorithm_class.check_config(self)
 
     def with_overrides(self, overrides: Sequence[str]) -> ExperimentConfig:

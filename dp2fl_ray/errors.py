@@ -10,7 +10,13 @@ from typing import Any
 
 
 class Dp2flError(Exception):
-    """Base class of every error dp2fl-ray raises on purpose."""
+    """Base class of every error dp2fl-ray raises on purpose.
+
+    ``exit_code`` is what the CLI exits with: 2 for bad input (config, data, model,
+    checkpoint: nothing was run, fix the input), 1 for a run that started and failed.
+    """
+
+    exit_code = 2
 
 
 class ConfigError(Dp2flError, ValueError):
@@ -40,6 +46,25 @@ class CheckpointError(Dp2flError):
 
 class RunError(Dp2flError):
     """A simulation could not go on (numerical fault, too many failures...)."""
+
+    exit_code = 1
+
+
+class RunLockedError(Dp2flError):
+    """The run directory is locked by another live run or resume (``runtime/run_lock.py``)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the run (``runtime/stop_signals.py``).
+
+    A ``KeyboardInterrupt``, not an ``Exception``: no ``except Exception`` on the way out
+    (retries, cleanup) may swallow it. The CLI exits ``128 + signum`` (130, 143), as shells do.
+    """
+
+    def __init__(self, signum: int, message: str) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(message)
 
 
 class StoreError(CheckpointError):

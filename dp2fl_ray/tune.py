@@ -46,8 +46,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from dp2fl_ray.config import config_from_dict, config_to_dict
-from dp2fl_ray.errors import ConfigError
+from dp2fl_ray.errors import CheckpointError, ConfigError
 from dp2fl_ray.metrics import atomic_write, read_summary, read_table, write_json
+from dp2fl_ray.runtime.checkpoint import read_checkpoint_folder, write_checkpoint_folder
 from dp2fl_ray.sweep import (  # noqa: F401 -- load_sweep and co. are re-exported for callers of tune
     METRICS,
     SEED_KEY,
@@ -215,13 +216,13 @@ def _run_trial(params: dict[str, Any], spec: SweepSpec) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # it names the run directory, relative to the sweep (which may have moved)
         with checkpoint.as_directory() as folder:
-            run_dir = spec.sweep_dir / json.loads(Path(folder, "run.json").read_text())["run"]
+            run_dir = trial_run_dir(spec.sweep_dir, Path(folder))
 
     def report(row: dict[str, Any]) -> None:
         metrics = {k: float(row[k]) for k in METRICS} | {"round": int(row["round"])}
         with tempfile.TemporaryDirectory() as folder:
-            named = {"run": run_dir.relative_to(spec.sweep_dir).as_posix(), "round": int(row["round"])}
-            Path(folder, "run.json").write_text(json.dumps(named))
+            named = {"run": run_dir.relative_to(spec.sweep_dir).as_posix()}
+            write_checkpoint_folder(Path(folder), int(row["round"]), named)  # data, never a pickle
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     if (run_dir / "checkpoints" / "latest.json").is_file():
@@ -231,6 +232,20 @@ def _run_trial(params: dict[str, Any], spec: SweepSpec) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)  # cut short before its first checkpoint: start again
     config = trial_config(spec, params)
     run_experiment(config, output_dir=run_dir.parent, run_name=run_dir.name, progress=False, on_round=report)
+
+
+def trial_run_dir(sweep_dir: Path, folder: Path) -> Path:
+    """The run directory a trial checkpoint names (``checkpoint.py``'s format, no pickle).
+
+    Raises:
+        CheckpointError: the checkpoint is malformed or names a directory outside ``sweep_dir/runs``.
+    """
+    run = read_checkpoint_folder(folder).get("run")
+    runs = (sweep_dir / "runs").resolve()
+    run_dir = (sweep_dir / run).resolve() if isinstance(run, str) else None
+    if run_dir is None or run_dir.parent != runs:
+        raise CheckpointError(f"trial checkpoint {folder} names run {run!r}, not a folder of {runs}")
+    return sweep_dir / str(run)
 
 
 def status_callback(path: str) -> Any:

@@ -48,3 +48,18 @@ def test_quickstart_config_is_valid() -> None:
 
     config = load_config(ROOT / "experiments" / "quickstart.yaml")
     assert config.data.source == "digits" and config.model.path is None and config.algorithm.name == "dp2fl"
+
+
+def test_debug_adds_the_traceback_to_the_one_line_error() -> None:
+    args = (
+        "experiments/quickstart.yaml",
+        "--set",
+        "data.source=csv",
+        "--set",
+        "data.path=/nonexistent-dp2fl",
+    )
+    plain = _cli("run", *args)
+    debug = _cli("run", *args, "--debug")
+    assert plain.returncode == debug.returncode == 2
+    assert plain.stderr.strip().startswith("dp2fl-ray: error: ") and "Traceback" not in plain.stderr
+    assert "Traceback" in debug.stderr and debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()

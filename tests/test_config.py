@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dp2fl_ray.config import (
@@ -474,6 +474,7 @@ def field_and_invalid_value(draw: st.DrawFn) -> tuple[str, Any]:
     return name, draw(invalid_values(*NUMERIC_FIELDS[name]))
 
 
+@settings(max_examples=1000, deadline=None)  # CI runs the full 1,000 (the default is 100)
 @given(field_and_invalid_value())
 def test_any_invalid_numeric_value_raises_config_error_naming_the_field(
     case: tuple[str, Any],
@@ -499,3 +500,16 @@ def test_scientific_notation_floats_are_numbers_even_where_yaml_reads_strings() 
     assert config.train.lr == 0.001 and config.algorithm.eps == 1e12
     with pytest.raises(ConfigError, match="federation.rounds"):
         load_config(None, ["federation.rounds=1e3"])  # counts stay whole numbers
+
+
+def test_joins_and_new_clients_past_the_population_cap_are_refused_at_config_time() -> None:
+    """Finding 8: federation.joins past the cap used to fail inside Ray with OverflowError."""
+    cap = 10_000_000_000
+    with pytest.raises(ConfigError, match="federation.joins"):
+        config_from_dict({"federation": {"population": 10, "cohort": 10, "joins": f"{cap}@2"}})
+    with pytest.raises(ConfigError, match="federation.new_clients"):
+        config_from_dict({"federation": {"population": cap, "cohort": 10, "new_clients": 1}})
+    ok = config_from_dict(
+        {"federation": {"population": 10, "cohort": 10, "joins": "5@2,5@3", "new_clients": 2}}
+    )
+    assert ok.federation.joins == "5@2,5@3"

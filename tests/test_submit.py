@@ -3,6 +3,7 @@ head with token authentication (started here, on 127.0.0.1, and stopped at the e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -136,11 +137,11 @@ def _wait_http(url: str, timeout_s: float) -> None:
     raise TimeoutError(f"no job server at {url} after {timeout_s} s")
 
 
-@pytest.fixture(scope="module")
-def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
+@contextlib.contextmanager
+def _started_head(folder: Path, wait: bool = True) -> Iterator[Head]:
     """A Ray head with a dashboard (the job server) and token auth, on ports of its own so the
-    session's in-process cluster and anyone else's Ray on this machine are never touched."""
-    folder = tmp_path_factory.mktemp("head")
+    session's in-process cluster and anyone else's Ray on this machine are never touched.
+    ``wait=False`` yields as soon as ``ray start`` is launched (the job server not up yet)."""
     token_file = folder / "token"
     token_file.write_text(uuid.uuid4().hex)
     temp_dir = tempfile.mkdtemp(
@@ -161,10 +162,17 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
     with open(folder / "head.log", "w") as log:
         proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            _wait_http(f"http://127.0.0.1:{dash}/api/version", timeout_s=120)
+            if wait:
+                _wait_http(f"http://127.0.0.1:{dash}/api/version", timeout_s=120)
             yield Head(f"http://127.0.0.1:{dash}", token_file)
         finally:
             _stop_head(proc, temp_dir)
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
+    with _started_head(tmp_path_factory.mktemp("head")) as started:
+        yield started
 
 
 def _stop_head(proc: subprocess.Popen[bytes], temp_dir: str) -> None:
@@ -251,6 +259,27 @@ def test_without_the_token_the_head_refuses_and_the_error_says_so(head: Head, tm
     )
     assert done.returncode != 0 and "token" in (done.stdout + done.stderr).lower()
     assert "Traceback" not in done.stderr
+
+
+def test_submit_to_a_head_that_is_still_starting_retries_until_it_takes_the_job(tmp_path: Path) -> None:
+    """Finding 7: ``ray start --head`` then at once ``submit`` used to fail with "No available agent"."""
+    with _started_head(tmp_path, wait=False) as starting:  # no waiting for the job server
+        done = _submit("experiments/quickstart.yaml", "--address", starting.address, "--no-wait", "--wait-s", "240",
+                       *[a for s in TINY_SETS for a in ("--set", s)], "--set", f"output.dir={tmp_path / 'runs'}",
+                       env=_client_env(starting), timeout=400)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "submitted job" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_submit_gives_up_after_wait_s_with_the_last_answer() -> None:
+    port = _free_ports(1)[0]  # nobody listens there
+    t0 = time.perf_counter()
+    done = _submit("experiments/quickstart.yaml", "--address", f"http://127.0.0.1:{port}", "--wait-s", "3",
+                   "--no-wait", timeout=120)  # fmt: skip
+    assert done.returncode == 1 and "job server not ready" in done.stderr, done.stderr[-2000:]
+    (line,) = [l for l in done.stderr.splitlines() if l.startswith("dp2fl-ray: error:")]
+    assert f"127.0.0.1:{port}" in line and "retried for 3 s" in line
+    assert time.perf_counter() - t0 < 90
 
 
 def test_submit_is_registered_in_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:

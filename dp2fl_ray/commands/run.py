@@ -33,6 +33,7 @@ HEADLINE = (
 def cli_main(args: argparse.Namespace) -> int:
     from dp2fl_ray.config import load_config
     from dp2fl_ray.errors import ConfigError
+    from dp2fl_ray.preflight import check_run_name, preflight
 
     if args.resume:
         if args.config or args.overrides:
@@ -55,6 +56,8 @@ def cli_main(args: argparse.Namespace) -> int:
     if args.output:
         overrides.append(f"output.dir={args.output}")
     config = load_config(args.config, overrides)  # fails before Ray starts
+    check_run_name(args.name)
+    preflight(config)  # data and model, before Ray is even imported (run_experiment checks again)
     from dp2fl_ray.runtime.simulation import run_experiment
 
     summary = run_experiment(config, run_name=args.name, progress=not args.quiet)

@@ -20,8 +20,9 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -46,15 +47,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "cluster/runtime_env.yaml")  # fmt: skip
     parser.add_argument("--job-id", help="submission id (default: chosen by Ray)")
     parser.add_argument("--no-wait", action="store_true", help="submit and return; do not follow the logs")
+    parser.add_argument("--wait-s", type=float, default=60.0, metavar="SECONDS",
+                        help="how long to retry while the job server is starting (no agent yet, connection "
+                        "refused); default 60")  # fmt: skip
 
 
 def cli_main(args: argparse.Namespace) -> int:
     from dp2fl_ray.config import load_config
+    from dp2fl_ray.preflight import preflight
 
     config = load_config(args.config, args.overrides)  # fails before Ray is contacted
     working_dir = (
         Path(args.working_dir).resolve() if args.working_dir else default_working_dir(Path(args.config))
     )
+    preflight(config, root=working_dir)  # the job starts in the working dir: its paths, checked here
     entrypoint = job_entrypoint(
         Path(args.config), args.overrides, working_dir, joins_other_cluster=bool(config.runtime.address)
     )
@@ -67,18 +73,24 @@ def cli_main(args: argparse.Namespace) -> int:
     from ray.job_submission import JobSubmissionClient
 
     t0 = time.perf_counter()
-    try:
+
+    def attempt() -> tuple[Any, str]:
         client = JobSubmissionClient(address, headers=auth_headers())
         job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=args.job_id,
                                    metadata={"dp2fl_config": config.name})  # fmt: skip
+        return client, job_id
+
+    try:
+        client, job_id = retry_transient(attempt, args.wait_s)
     except AuthenticationError as exc:
         raise RunError(
             f"the job server at {address} refused the request: {str(exc).splitlines()[0]}. It uses token "
             "authentication: put the cluster's token (`ray get-auth-token` on the head prints it) in "
             "~/.ray/auth_token, or set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
         ) from None
-    except (ConnectionError, RuntimeError) as exc:
-        raise RunError(f"cannot submit to the Ray job server at {address}: {exc}") from None
+    except (ConnectionError, RuntimeError, OSError) as exc:
+        waited = f" (retried for {args.wait_s:g} s)" if is_transient(exc) else ""
+        raise RunError(f"cannot submit to the Ray job server at {address}{waited}: {exc}") from None
     print(f"submitted job {job_id} to {address}: {entrypoint}", flush=True)
     if args.no_wait:
         print(f"follow it with: ray job logs --follow --address {address} {job_id}")
@@ -93,6 +105,35 @@ def cli_main(args: argparse.Namespace) -> int:
         return 130
     print(f"job {job_id}: {status} after {time.perf_counter() - t0:.1f} s", flush=True)
     return 0 if status == "SUCCEEDED" else 1
+
+
+# What a job server says while it starts: the dashboard is up before its agent, the port before both.
+TRANSIENT = ("no available agent", "connection refused", "failed to connect", "max retries exceeded",
+             "status code 502", "status code 503", "status code 504", "temporarily unavailable")  # fmt: skip
+_T = TypeVar("_T")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of the job server's answers while it starts (worth retrying)."""
+    text = str(exc).lower()
+    return any(marker in text for marker in TRANSIENT)
+
+
+def retry_transient(attempt: Callable[[], _T], wait_s: float, *, first_delay_s: float = 0.5) -> _T:
+    """``attempt()``, retried with doubling delays (at most 5 s) for up to ``wait_s`` seconds while
+    it fails with a transient answer; any other error, or the last answer, is raised as it came."""
+    deadline = time.monotonic() + wait_s
+    delay = first_delay_s
+    while True:
+        try:
+            return attempt()
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
+                raise
+            first = str(exc).splitlines()[0][:200]
+            print(f"job server not ready ({first}); retrying in {delay:.1f} s", file=sys.stderr, flush=True)
+            time.sleep(delay)
+            delay = min(2 * delay, 5.0)
 
 
 def default_working_dir(config: Path) -> Path:

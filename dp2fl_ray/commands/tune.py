@@ -22,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    from dp2fl_ray.config import config_from_dict
     from dp2fl_ray.errors import ConfigError
+    from dp2fl_ray.preflight import check_run_name, preflight
     from dp2fl_ray.tune import load_sweep
 
     verbose = 0 if args.quiet else 1
@@ -41,9 +43,11 @@ def cli_main(args: argparse.Namespace) -> int:
     else:
         if not args.sweep:
             raise ConfigError("SWEEP", None, "a sweep YAML", "e.g. dp2fl-ray tune experiments/sweep.yaml")
+        check_run_name(args.name)
         spec = load_sweep(
             args.sweep, args.overrides, name=args.name, output=args.output
         )  # fails before Ray starts
+        preflight(config_from_dict(spec.base))  # the base's data and model, before Ray and any directory
         from dp2fl_ray.tune import run_sweep
 
         sweep_dir = str(spec.sweep_dir)

@@ -128,11 +128,27 @@ def _read_table(kind: str, file: Path) -> pd.DataFrame:
             # str dtype: an utterance "007" stays "007" (ignored when there is no such column)
             return pd.read_csv(file, keep_default_na=False, dtype={"text": str, "image": str})
         return pd.read_parquet(file)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{file} is not UTF-8 text: row {_first_bad_row(file)} holds the byte 0x{exc.object[exc.start]:02x};"
+            " re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from exc
     except (ValueError, OSError, pa.ArrowException) as exc:
         raise DataError(
             f"cannot read {file} as {kind}: {type(exc).__name__}: {exc}; rewrite it (e.g."
             f" DataFrame.to_{kind})"
         ) from exc
+
+
+def _first_bad_row(file: Path) -> int:
+    """The 1-based data row (the header is row 0) of the first line that is not UTF-8."""
+    with open(file, "rb") as f:
+        for line_no, line in enumerate(f):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return line_no
+    return -1
 
 
 def text_column(values: list[object], where: str) -> np.ndarray:

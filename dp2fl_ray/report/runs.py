@@ -13,9 +13,7 @@ import pandas as pd
 import yaml
 
 from dp2fl_ray.config import algorithm_class
-from dp2fl_ray.errors import ConfigError
-
-from dp2fl_ray.errors import DataError
+from dp2fl_ray.errors import ConfigError, DataError
 from dp2fl_ray.metrics import TABLES, read_summary, read_table
 
 

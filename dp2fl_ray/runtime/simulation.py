@@ -25,16 +25,21 @@ import ray
 from dp2fl_ray.algorithms.base import RoundResults, RoundStart, RoundUpdate
 from dp2fl_ray.algorithms.registry import build_algorithm
 from dp2fl_ray.config import ExperimentConfig, config_to_dict, load_config, save_config
-from dp2fl_ray.errors import CheckpointError, ConfigError, RunError
+from dp2fl_ray.errors import CheckpointError, ConfigError, Dp2flError, RunError, RunInterrupted
 from dp2fl_ray.metrics import MetricsWriter, read_summary, read_table, write_json
+from dp2fl_ray.preflight import check_run_name, preflight
 from dp2fl_ray.runtime import records
 from dp2fl_ray.runtime.actors import start_aggregator, start_workers
-from dp2fl_ray.runtime.checkpoint import load_checkpoint, save_checkpoint
+from dp2fl_ray.runtime.checkpoint import MANIFEST, load_checkpoint, save_checkpoint
 from dp2fl_ray.runtime.cohort import cut_slices, held_out_clients, parse_joins, population_at, sample_cohort
 from dp2fl_ray.runtime.evaluation import Evaluation, Request, mean_acc, one_model_request, own_request
 from dp2fl_ray.runtime.pool import WorkerPool
 from dp2fl_ray.runtime.progress import RoundProgress
+from dp2fl_ray.runtime.resume_checks import check_resumable, config_sha256, metrics_inventory
+from dp2fl_ray.runtime.run_lock import RunLock
+from dp2fl_ray.runtime.stop_signals import StopSignals
 from dp2fl_ray.runtime.training import train_cohort
+from dp2fl_ray.runtime.user_errors import strip_ansi, user_error
 from dp2fl_ray.runtime.work import EvalResult
 
 log = logging.getLogger("dp2fl_ray")
@@ -56,7 +61,15 @@ def run_experiment(
     (defaults: ``output.dir`` and ``<name>-<UTC timestamp>``). ``on_round`` is called after
     each round's metrics and checkpoint are written with that round's row of the ``rounds`` table plus
     ``round`` and ``run_dir`` (Ray Tune reports through it).
+
+    Raises:
+        ConfigError, DataError, ModelError: from :func:`~dp2fl_ray.preflight.preflight`, before any
+            directory is made or Ray starts; ``run_name`` not a plain folder name.
+        RunLockedError: another process holds the run directory.
+        RunInterrupted: SIGINT/SIGTERM stopped the run (summary status ``interrupted``).
     """
+    check_run_name(run_name)
+    preflight(config)  # a bad data or model path fails here, in a second, with no run directory
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     run_dir = Path(output_dir or config.output.dir) / (run_name or f"{config.name}-{stamp}")
     if (run_dir / "summary.json").exists():
@@ -64,54 +77,108 @@ def run_experiment(
             "output.dir", str(run_dir), "a new run directory", "it already holds a run; pick another name"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-    return _execute(config, run_dir, progress, on_round, resume=False)
+    with RunLock(run_dir):
+        save_config(config, run_dir / "config.yaml")
+        return _execute(config, run_dir, progress, on_round, checkpoint=None)
 
 
 def resume_experiment(
     run_dir: str | os.PathLike[str], *, progress: bool = True, on_round: RoundCallback | None = None
 ) -> dict[str, Any]:
-    """Continue a killed or failed run from its last checkpoint, in the same directory.
+    """Continue a killed, failed or interrupted run from its last checkpoint, in the same directory.
 
     The rounds after the checkpoint are run again from the checkpointed state with the same
-    derived seeds, so the run ends with exactly the numbers an uninterrupted run gives.
+    derived seeds, so the run ends with exactly the numbers an uninterrupted run gives. Before
+    Ray starts, the run directory is locked and checked (``runtime/resume_checks.py``): the
+    config must be the checkpointed one and every metrics table whole up to the checkpoint.
+
+    Raises:
+        CheckpointError: not a run directory, already completed, no usable checkpoint, an
+            edited config (the changed fields are listed) or a missing/unreadable metrics table.
+        RunLockedError: another process holds the run directory.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise CheckpointError(
             f"{run_dir} is not a run directory (no config.yaml); pass the directory a run wrote"
         )
-    summary = read_summary(run_dir) if (run_dir / "summary.json").is_file() else {}
-    if summary.get("status") == "completed":
-        raise CheckpointError(f"the run in {run_dir} already completed; nothing to resume")
-    config = load_config(run_dir / "config.yaml")
-    return _execute(config, run_dir, progress, on_round, resume=True)
+    with RunLock(run_dir):
+        summary = read_summary(run_dir) if (run_dir / "summary.json").is_file() else {}
+        if summary.get("status") == "completed":
+            raise CheckpointError(f"the run in {run_dir} already completed; nothing to resume")
+        config = load_config(run_dir / "config.yaml")
+        checkpoint = load_checkpoint(run_dir)
+        check_resumable(run_dir, config, checkpoint)
+        preflight(config)
+        return _execute(config, run_dir, progress, on_round, checkpoint=checkpoint)
 
 
 def _execute(
-    config: ExperimentConfig, run_dir: Path, progress: bool, on_round: RoundCallback | None, resume: bool
+    config: ExperimentConfig,
+    run_dir: Path,
+    progress: bool,
+    on_round: RoundCallback | None,
+    checkpoint: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    """Run the rounds under signal handlers; whatever happens, write the summary and release Ray.
+
+    A worker's ``DataError``/``ModelError`` is re-raised as itself (not Ray's wrapper), and the
+    summary's ``error`` is that one line without colour codes; ``resume_with`` is set only
+    when a checkpoint exists to resume from.
+    """
     summary: dict[str, Any] = {"name": config.name, "status": "running", "run_dir": str(run_dir)}
-    checkpoint = load_checkpoint(run_dir) if resume else None
     write_json(run_dir / "summary.json", summary)
     started_ray = connect_ray(config.runtime.address)
-    simulation = Simulation(config, run_dir, progress, on_round)
-    try:
-        summary.update(simulation.run(checkpoint))
-        summary["status"] = "completed"
-        return summary
-    except BaseException as exc:
-        summary.update(
-            status="failed",
-            error=f"{type(exc).__name__}: {exc}",
-            resume_with=f"dp2fl-ray run --resume {run_dir}",
-        )
-        raise
-    finally:
-        write_json(run_dir / "summary.json", summary)
-        simulation.stop()
-        if started_ray:
-            ray.shutdown()
+    with StopSignals() as stop:  # after ray.init, which installs handlers of its own
+        simulation = Simulation(config, run_dir, progress)
+        simulation.on_round = _stopping(config, stop, on_round, simulation)
+        try:
+            summary.update(simulation.run(checkpoint))
+            summary["status"] = "completed"
+            return summary
+        except RunInterrupted as exc:
+            summary.update(status="interrupted", error=f"interrupted: {exc}")
+            _resume_hint(summary, run_dir)
+            hint = f"; resume with: {summary['resume_with']}" if "resume_with" in summary else ""
+            raise RunInterrupted(exc.signum, f"{exc} ({run_dir}){hint}") from None
+        except BaseException as exc:
+            error = exc if isinstance(exc, Dp2flError) else user_error(exc)
+            shown = error if error is not None else exc
+            summary.update(status="failed", error=strip_ansi(f"{type(shown).__name__}: {shown}")[:4000])
+            _resume_hint(summary, run_dir)
+            if error is not None and error is not exc:
+                raise error from exc
+            raise
+        finally:
+            write_json(run_dir / "summary.json", summary)
+            simulation.stop()
+            if started_ray:
+                ray.shutdown()
+
+
+def _stopping(
+    config: ExperimentConfig, stop: StopSignals, on_round: RoundCallback | None, simulation: Simulation
+) -> RoundCallback:
+    """``on_round`` plus the safe point: after a round, a pending signal stops the run there,
+    with that round checkpointed (even off ``output.checkpoint_every``) so a resume loses nothing."""
+
+    def after_round(row: dict[str, Any]) -> None:
+        if on_round is not None:
+            on_round(row)
+        r = int(row["round"])
+        if stop.requested and r < config.federation.rounds:
+            every = config.output.checkpoint_every
+            if not every or r % every:
+                simulation.checkpoint(r)
+            stop.check(r)
+
+    return after_round
+
+
+def _resume_hint(summary: dict[str, Any], run_dir: Path) -> None:
+    if (run_dir / "checkpoints" / MANIFEST).is_file():
+        summary["resume_with"] = f"dp2fl-ray run --resume {run_dir}"
+        summary["last_checkpoint"] = str(run_dir / "checkpoints" / MANIFEST)
 
 
 def connect_ray(address: str | None) -> bool:
@@ -418,6 +485,8 @@ class Simulation:
         """The aggregator's full state after round r (see ``checkpoint.py``)."""
         state = {
             "config": config_to_dict(self.config),
+            "config_sha256": config_sha256(self.config),  # a resume refuses an edited config.yaml
+            "metrics": metrics_inventory(self.run_dir, r),  # and metrics that lost a round
             "aggregator": ray.get(self.aggregator.snapshot.remote()),
         }
         save_checkpoint(self.run_dir, r, state)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from dp2fl_ray.algorithms.dp2fl import (
-    DP2FLOptions,
     DataPromptUpdate,
+    DP2FLOptions,
     PeerSet,
     aggregate_data_prompt,
     aggregate_round,

@@ -178,8 +178,9 @@ def test_a_truncated_checkpoint_is_a_clear_error(reference: Path, tmp_path: Path
     shutil.copytree(reference, run_dir)
     (run_dir / "summary.json").write_text(json.dumps({"status": "failed"}))
     latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
-    ckpt = run_dir / "checkpoints" / latest["file"]
-    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    for name in latest["files"]:  # each file of the checkpoint is covered by the manifest
+        ckpt = run_dir / "checkpoints" / name
+        ckpt.write_bytes(ckpt.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="truncated"):
         resume_experiment(run_dir, progress=False)
 
