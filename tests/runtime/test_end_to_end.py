@@ -53,8 +53,10 @@ def test_run_directory_has_every_table_summary_config_and_checkpoint(
     assert load_config(run_dir / "config.yaml").train.lr == 0.2
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
         "latest.json",
-        "round-00001.pkl",
-        "round-00002.pkl",
+        "round-00001.json",
+        "round-00001.safetensors",
+        "round-00002.json",
+        "round-00002.safetensors",
     ]
     assert not list(run_dir.rglob("*.tmp"))
 
