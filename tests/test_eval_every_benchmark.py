@@ -18,5 +18,5 @@ def test_quick_mode_writes_a_table_whose_evaluated_rounds_agree(tmp_path: Path) 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     text = (tmp_path / "eval_every_quick.md").read_text()
-    assert "| promptfl | 2 | 1 |" in text and "| dp2fl | 1 | 2 |" in text  # rounds evaluated
+    assert "| promptfl | 1 | 2 |" in text and "| promptfl | 2 | 1 |" in text  # rounds evaluated
     assert "identical numbers: True" in text
