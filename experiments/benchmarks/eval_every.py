@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--reps", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="tiny CLIP on digits, 2 rounds")
+    parser.add_argument("--quick", action="store_true", help="tiny CLIP on digits, 2 rounds, PromptFL only")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks")
     args = parser.parse_args(argv)
     rounds = 2 if args.quick else args.rounds
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     frames = []
-    methods = METHODS[:1] if args.quick else METHODS  # the quick mode proves the script, not DP2FL
+    methods = METHODS[:1] if args.quick else args.methods  # the quick mode proves the script, not DP2FL
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(1, args.reps + 1):
             for method in methods:
