@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -128,7 +129,8 @@ def plot_crosseval(run: RunData) -> Figure | None:
     values = loss.to_numpy(dtype=float)
     image = ax.imshow(values, cmap="viridis", aspect="equal")
     fig.colorbar(image, ax=ax, shrink=0.8, label="validation loss")
-    _mark_sets(ax, values, sets.to_numpy(dtype=object), image.norm)
+    # typed as the abstract Norm; imshow with a colormap and no norm= made a linear Normalize
+    _mark_sets(ax, values, sets.to_numpy(dtype=object), cast(Normalize, image.norm))
     step = max(1, math.ceil(m / 30))  # at most ~30 tick labels per axis
     ticks = list(range(0, m, step))
     ax.set_yticks(ticks, [str(loss.index[t]) for t in ticks])
