@@ -17,7 +17,10 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 SAMPLE_EVERY_S = 0.2
 
@@ -89,7 +92,7 @@ class PeakSampler:
             self.snapshots.append((now, {p: cpu for p, (_, cpu) in procs.items()}))
             self._stop.wait(self.every_s)
 
-    def __enter__(self) -> PeakSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

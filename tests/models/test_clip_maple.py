@@ -99,7 +99,7 @@ def test_saved_tiny_clip_loads_back_through_model_path(
     tiny_config: ExperimentConfig, model: ClipMaple, tmp_path: Path
 ) -> None:
     model.clip.save_pretrained(tmp_path)
-    clip, tok = build_tiny_clip(NAMES, tiny_config.model.tiny, 2, "a photo of a")
+    _clip, tok = build_tiny_clip(NAMES, tiny_config.model.tiny, 2, "a photo of a")
     tok.save_pretrained(tmp_path)
     assert isinstance(CLIPModel.from_pretrained(tmp_path), CLIPModel)
     assert AutoTokenizer.from_pretrained(tmp_path).eos_token_id == tok.eos_token_id
