@@ -240,7 +240,8 @@ class PackedEncoder(nn.Module):
             n = prompts.shape[2]
             text = attend.clone()
             text[:, start : start + n] = False
-            # flat position of every prompt slot, sample-major: (N*n,), the order of prompts[:, j].reshape(-1, d)
+            # flat position of every prompt slot, sample-major: (N*n,),
+            # the order of prompts[:, j].reshape(-1, d)
             slots = (
                 torch.arange(n_samples, device=x.device)[:, None] * t
                 + start
