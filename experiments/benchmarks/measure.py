@@ -6,7 +6,8 @@ descendant (Ray's GCS, raylet and worker processes included) several times a sec
 keeps the maximum. RSS counts pages shared between processes (libraries, Ray's object
 store) once per process, so the figure is an upper bound, computed the same way for
 every arm. The same samples give the CPU seconds the tree spent during the rounds: on a
-shared machine, CPU per client-update is steadier than wall time. Read from ``/proc`` (Linux), so the benchmark needs no extra package.
+shared machine, CPU per client-update is steadier than wall time. Read from ``/proc`` (Linux),
+so the benchmark needs no extra package.
 """
 
 from __future__ import annotations

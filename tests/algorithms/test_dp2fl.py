@@ -426,5 +426,6 @@ def test_sparse_round_only_uses_evaluated_peers() -> None:
     out = aggregate_round_sparse(
         pair_i, pair_j, losses, task, data, prev, np.ones(3), DP2FLOptions(alpha=1.2, beta=0.2)
     )
-    # client 1: baseline 1, peer 0 at loss 0.5 is PC, peer 1 at 2.0 is DNC -> all weight on peer 0: prompt -> 1.0
+    # client 1: baseline 1, peer 0 at loss 0.5 is PC, peer 1 at 2.0 is DNC
+    # -> all weight on peer 0: prompt -> 1.0
     assert out.new_data[1].tolist() == pytest.approx([1.0])

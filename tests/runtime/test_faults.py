@@ -44,7 +44,8 @@ def _assert_same_numbers(a: Path, b: Path, ignore: tuple[str, ...] = ()) -> None
     for table, frame in _numbers(a).items():
         other = _numbers(b)[table]
         pd.testing.assert_frame_equal(
-            frame.drop(columns=list(ignore), errors="ignore"), other.drop(columns=list(ignore), errors="ignore"),
+            frame.drop(columns=list(ignore), errors="ignore"),
+            other.drop(columns=list(ignore), errors="ignore"),
             check_exact=True, obj=table,
         )  # fmt: skip
 
@@ -164,8 +165,8 @@ def test_a_sigkilled_driver_resumes_to_the_uninterrupted_numbers(
     driver.wait()
     assert json.loads(manifest.read_text())["round"] >= 1
     assert read_summary(tmp_path / "victim")["status"] == "running"  # killed: nobody wrote an end
-    done = subprocess.run([sys.executable, "-m", "dp2fl_ray.cli", "run", "--resume", str(tmp_path / "victim"), "--quiet"],
-                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "dp2fl_ray.cli", "run", "--resume", str(tmp_path / "victim"),
+                           "--quiet"], capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert read_summary(tmp_path / "victim")["status"] == "completed"
     assert not list((tmp_path / "victim").rglob("*.tmp"))
