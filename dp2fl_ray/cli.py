@@ -67,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _report(args, f"dp2fl-ray: error: {exc}", exc)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 -- a bug or a crashed cluster: one line, traceback with --debug
-        _report(args, f"dp2fl-ray: error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        _report(args, f"dp2fl-ray: error: {type(exc).__name__}: {first_line}"
                 " (run with --debug for the traceback)", exc)  # fmt: skip
         return 1
 

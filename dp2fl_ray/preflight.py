@@ -57,7 +57,8 @@ def check_run_name(name: str | None, flag: str = "--name") -> None:
         return
     if not _PLAIN_NAME.fullmatch(name):
         raise ConfigError(flag, name, "a plain folder name (letters, digits, '_', '.', '-'; no '/')",
-                          "the run directory is made under --output; pass --output to choose where")  # fmt: skip
+                          "the run directory is made under --output; "
+                          "pass --output to choose where")  # fmt: skip
 
 
 def preflight(config: ExperimentConfig, *, root: str | os.PathLike[str] | None = None) -> PreflightReport:
@@ -116,8 +117,9 @@ def _check_samples(config: ExperimentConfig, source: DataSource) -> None:
 
     p, fed = config.data.partition, config.federation
     partitioner = Partitioner(
-        source, p.scheme, config.seed, alpha=p.alpha, shots=p.shots, drop_class_fraction=p.drop_class_fraction,
-        keep_fraction=p.keep_fraction, dominant_fraction=p.dominant_fraction, val_fraction=p.val_fraction,
+        source, p.scheme, config.seed, alpha=p.alpha, shots=p.shots,
+        drop_class_fraction=p.drop_class_fraction, keep_fraction=p.keep_fraction,
+        dominant_fraction=p.dominant_fraction, val_fraction=p.val_fraction,
         test_fraction=p.test_fraction, samples_per_client=p.samples_per_client,
     )  # fmt: skip
     joined = sum(int(part.split("@")[0]) for part in fed.joins.split(",") if part.strip())
@@ -137,12 +139,14 @@ def _check_samples(config: ExperimentConfig, source: DataSource) -> None:
         if source.val is None:
             per_class = np.bincount(source.test.labels, minlength=source.num_classes)
             short = [source.class_names[c] for c in np.flatnonzero(per_class < 2)][:5]
-            why = (" Without a val table each client's validation and test samples are drawn, disjoint, from "
-                   f"the test rows, so every class needs at least 2 test rows; {short} have fewer.")  # fmt: skip
+            why = (" Without a val table each client's validation and test samples are drawn, disjoint, "
+                   "from the test rows, so every class needs at least 2 test rows; "
+                   f"{short} have fewer.")  # fmt: skip
         raise DataError(
-            f"data source {config.data.source!r} ({config.data.path}) has too few samples for the federation: "
-            f"client {cid} would get {got} samples and every client needs at least 1 of each; the source has "
-            f"{have}.{why} Add rows (or a val table), or lower federation.population"
+            f"data source {config.data.source!r} ({config.data.path}) has too few samples "
+            f"for the federation: client {cid} would get {got} samples and every client needs "
+            f"at least 1 of each; the source has {have}.{why} Add rows (or a val table), "
+            "or lower federation.population"
         )
 
 
@@ -156,8 +160,9 @@ def _check_model(config: ExperimentConfig, path: str | None) -> None:
 
 def _check_vit(name: str | None, path: str | None) -> None:
     if not name:
-        raise ModelError("model.backbone is 'vit' with a model.path but no model.name; set model.name to the "
-                         "timm architecture the weights were saved from, e.g. vit_base_patch16_224")  # fmt: skip
+        raise ModelError("model.backbone is 'vit' with a model.path but no model.name; set model.name "
+                         "to the timm architecture the weights were saved from, "
+                         "e.g. vit_base_patch16_224")  # fmt: skip
     import timm
 
     if not timm.is_model(name):
@@ -190,7 +195,8 @@ def _check_pretrained_dir(backbone: str, path: str) -> None:
     if missing:
         raise ModelError(
             f"model.path {path!r} holds no {' and no '.join(missing)} (it holds {sorted(names)[:8]}); "
-            f"save the model there with {backbone.upper() if backbone == 'clip' else 'Auto'}Model.save_pretrained(path)"
+            f"save the model there with "
+            f"{backbone.upper() if backbone == 'clip' else 'Auto'}Model.save_pretrained(path)"
         )
 
 

@@ -177,7 +177,8 @@ def _stamp() -> str:
 def _check(
     data: Mapping[str, Any], key: str, tp: type, expected: str, ok: Any, default: Any = None, where: str = ""
 ) -> Any:
-    """``data[key]`` (or ``default``) if it has type ``tp`` and ``ok(value)``; else a ConfigError naming ``where + key``."""
+    """``data[key]`` (or ``default``) if it has type ``tp`` and ``ok(value)``; else a ConfigError
+    naming ``where + key``."""
     value = data.get(key, default)
     is_type = isinstance(value, (int, float)) if tp is float else isinstance(value, tp)
     if isinstance(value, bool) or not is_type or not ok(value):
@@ -306,9 +307,10 @@ def _set_values(tree: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str,
     """A copy of ``tree`` with ``tree[a][b] = value`` for each ``"a.b": value`` (values kept as given).
 
     A value for ``algorithm.name`` switches method first (``config.switch_algorithm``): the base's
-    options that the new method does not take are dropped. A mapping value set on a config section merges into it: ``data.partition: {scheme: dirichlet,
-    alpha: 0.1}`` changes those two fields and keeps the base's others (shots, fractions), so one
-    grid can walk a joint axis such as the partition scheme with its alpha.
+    options that the new method does not take are dropped. A mapping value set on a config section
+    merges into it: ``data.partition: {scheme: dirichlet, alpha: 0.1}`` changes those two fields
+    and keeps the base's others (shots, fractions), so one grid can walk a joint axis such as the
+    partition scheme with its alpha.
     """
     result = json.loads(json.dumps(tree))  # a deep copy of plain YAML data
     if isinstance(values.get("algorithm.name"), str):  # first: the base's other-method options go

@@ -148,7 +148,8 @@ def _check_trial_fits(spec: SweepSpec) -> None:
         if need > have.get(resource, 0.0):
             raise ConfigError(
                 knob, spec.base["runtime"][knob.split(".")[1]],
-                f"one trial's {resource}s (driver_cpus + workers x per-worker) <= the cluster's {have.get(resource, 0.0):g}",
+                f"one trial's {resource}s (driver_cpus + workers x per-worker) "
+                f"<= the cluster's {have.get(resource, 0.0):g}",
                 f"a trial needs {need:g}; lower runtime.workers, {knob} or driver_cpus",
             )  # fmt: skip
 

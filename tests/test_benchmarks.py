@@ -63,8 +63,9 @@ def _runs() -> pd.DataFrame:
         ("flower", "float32", "package", [4.0, 4.0, 4.0]),
     ):
         for rep, s in enumerate(speeds):
-            rows.append({"section": "promptfl", "workload": "minilm", "arm": arm, "dtype": dtype, "baseline": baseline,
-                         "rep": rep, "updates_per_s": s, "round_s": 10 / s, "startup_s": 5.0, "peak_rss_mb": 1000.0 + rep,
+            rows.append({"section": "promptfl", "workload": "minilm", "arm": arm, "dtype": dtype,
+                         "baseline": baseline, "rep": rep, "updates_per_s": s, "round_s": 10 / s,
+                         "startup_s": 5.0, "peak_rss_mb": 1000.0 + rep,
                          "final_acc": 0.9, "cpu_s_per_update": 2.0 / s})  # fmt: skip
     return pd.DataFrame(rows)
 

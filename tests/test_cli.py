@@ -11,7 +11,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "dp2fl_ray.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+        [sys.executable, "-m", "dp2fl_ray.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
     )
 
 
@@ -28,7 +33,9 @@ def test_a_bad_config_never_imports_ray() -> None:
         "rc = main(['run', 'experiments/quickstart.yaml', '--set', 'train.lr=-1']); "
         "print(rc, 'ray' in sys.modules)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False
+    )
     assert done.stdout.split() == ["2", "False"]
     assert "train.lr" in done.stderr
 

@@ -81,8 +81,8 @@ def test_every_data_and_model_error_is_one_line_in_under_5_s_before_ray_with_no_
         flags = [s for s in sets if s.startswith("--")]
         argv = ["run", "experiments/quickstart.yaml", "--output", str(out), "--quiet", *flags]
         argvs.append((name, argv + [a for s in sets if not s.startswith("--") for a in ("--set", s)]))
-    done = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(argvs)], check=False, capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(argvs)], check=False, capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.splitlines()[-1])
     for result in report["results"]:

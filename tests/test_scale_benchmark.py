@@ -49,13 +49,17 @@ def test_round_overheads_split_the_wall_time(scale) -> None:  # type: ignore[no-
 
 
 def test_summaries_check_the_store_and_take_ratios_to_the_smallest_population(scale) -> None:  # type: ignore[no-untyped-def]
-    base = {"backend": "sharded", "cohort": 100, "rounds": 3, "remainder_s_median": 0.0, "backbone_s_median": 1.0,
-            "wall_s_median": 1.0, "driver_peak_rss": 1, "driver_rss_before": 1, "aggregator_peak_rss": 1,
+    base = {"backend": "sharded", "cohort": 100, "rounds": 3, "remainder_s_median": 0.0,
+            "backbone_s_median": 1.0, "wall_s_median": 1.0, "driver_peak_rss": 1, "driver_rss_before": 1,
+            "aggregator_peak_rss": 1,
             "store_disk_bytes": 1, "run_s": 1.0, "bytes_per_client": 10, "store_files": 1}  # fmt: skip
     runs = pd.DataFrame([
-        {**base, "population": 1_000, "overhead_s_median": 0.1, "clients_stored": 5, "distinct_clients": 5, "store_bytes": 50},
-        {**base, "population": 1_000, "overhead_s_median": 0.3, "clients_stored": 5, "distinct_clients": 5, "store_bytes": 50},
-        {**base, "population": 10**7, "overhead_s_median": 0.3, "clients_stored": 6, "distinct_clients": 5, "store_bytes": 60},
+        {**base, "population": 1_000, "overhead_s_median": 0.1, "clients_stored": 5, "distinct_clients": 5,
+         "store_bytes": 50},
+        {**base, "population": 1_000, "overhead_s_median": 0.3, "clients_stored": 5, "distinct_clients": 5,
+         "store_bytes": 50},
+        {**base, "population": 10**7, "overhead_s_median": 0.3, "clients_stored": 6, "distinct_clients": 5,
+         "store_bytes": 60},
     ])  # fmt: skip
     summary = scale.summarise(runs).set_index("population")
     assert summary.loc[1_000, "overhead_ratio"] == pytest.approx(1.0)

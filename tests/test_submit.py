@@ -43,7 +43,10 @@ TINY_SETS = [  # the quickstart shrunk to the tests' tiny run (conftest.TINY): 4
 def _submit(
     *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    code = f"import sys; from dp2fl_ray import cli; cli.COMMANDS.setdefault('submit', {SUBMIT!r}); sys.exit(cli.main(sys.argv[1:]))"
+    code = (
+        f"import sys; from dp2fl_ray import cli; cli.COMMANDS.setdefault('submit', {SUBMIT!r}); "
+        "sys.exit(cli.main(sys.argv[1:]))"
+    )
     return subprocess.run([sys.executable, "-c", code, "submit", *args], check=False,
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)  # fmt: skip
 
@@ -218,7 +221,10 @@ def _client_env(head: Head) -> dict[str, str]:
 
 
 def _submit_in_background(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    code = f"import sys; from dp2fl_ray import cli; cli.COMMANDS.setdefault('submit', {SUBMIT!r}); sys.exit(cli.main(sys.argv[1:]))"
+    code = (
+        f"import sys; from dp2fl_ray import cli; cli.COMMANDS.setdefault('submit', {SUBMIT!r}); "
+        "sys.exit(cli.main(sys.argv[1:]))"
+    )
     return subprocess.Popen([sys.executable, "-c", code, "submit", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env)  # fmt: skip
 
@@ -229,11 +235,13 @@ def test_jobs_exit_with_their_status_and_a_tiny_run_writes_its_parquet_on_the_cl
     env = _client_env(head)
     # a valid config whose pool cannot fit the 2-CPU head: the run fails on the cluster, the job FAILS
     failing = _submit_in_background("experiments/quickstart.yaml", "--address", head.address,
-                                    "--set", "runtime.workers=3", "--set", f"output.dir={tmp_path / 'x'}", env=env)  # fmt: skip
+                                    "--set", "runtime.workers=3", "--set", f"output.dir={tmp_path / 'x'}",
+                                    env=env)  # fmt: skip
     out = tmp_path / "runs"
     t0 = time.perf_counter()
-    done = _submit("experiments/quickstart.yaml", "--address", head.address, *[a for s in TINY_SETS for a in ("--set", s)],
-                   "--set", f"output.dir={out}", env=env)  # fmt: skip
+    done = _submit("experiments/quickstart.yaml", "--address", head.address,
+                   *[a for s in TINY_SETS for a in ("--set", s)], "--set", f"output.dir={out}",
+                   env=env)  # fmt: skip
     seconds = time.perf_counter() - t0
     print(f"\nsubmit round trip (validate, upload, run, stream logs, final status): {seconds:.1f} s")
     failed_log, _ = failing.communicate(timeout=300)
@@ -264,9 +272,10 @@ def test_without_the_token_the_head_refuses_and_the_error_says_so(head: Head, tm
 def test_submit_to_a_head_that_is_still_starting_retries_until_it_takes_the_job(tmp_path: Path) -> None:
     """Finding 7: ``ray start --head`` then at once ``submit`` used to fail with "No available agent"."""
     with _started_head(tmp_path, wait=False) as starting:  # no waiting for the job server
-        done = _submit("experiments/quickstart.yaml", "--address", starting.address, "--no-wait", "--wait-s", "240",
-                       *[a for s in TINY_SETS for a in ("--set", s)], "--set", f"output.dir={tmp_path / 'runs'}",
-                       env=_client_env(starting), timeout=400)  # fmt: skip
+        done = _submit("experiments/quickstart.yaml", "--address", starting.address, "--no-wait",
+                       "--wait-s", "240", *[a for s in TINY_SETS for a in ("--set", s)],
+                       "--set", f"output.dir={tmp_path / 'runs'}", env=_client_env(starting),
+                       timeout=400)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "submitted job" in done.stdout and "Traceback" not in done.stderr
 

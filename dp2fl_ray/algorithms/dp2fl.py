@@ -284,7 +284,8 @@ def aggregate_round(
     done = done or {}
     per_client = [
         done[k] if k in done else
-        aggregate_data_prompt(previous[k], data, loss[:, k], float(base[k]), o.alpha, o.beta, o.rnc_direction, o.eps)
+        aggregate_data_prompt(previous[k], data, loss[:, k], float(base[k]), o.alpha, o.beta, o.rnc_direction,
+                              o.eps)
         for k in range(m)
     ]  # fmt: skip
     return RoundAggregation(
@@ -487,7 +488,8 @@ class DP2FL(Algorithm):
         global_task = result.global_task.astype(np.float32)
         personal_task = np.repeat(global_task[None], m, axis=0)
         return RoundUpdate(
-            global_task, result.global_data.astype(np.float32), personal_task, result.new_data.astype(np.float32),
+            global_task, result.global_data.astype(np.float32),
+            personal_task, result.new_data.astype(np.float32),
             result.global_weights, result, len(done),
         )  # fmt: skip
 

@@ -12,9 +12,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run directory written by `dp2fl-ray run`, or one sweep directory written by `dp2fl-ray tune`",
     )  # fmt: skip
     parser.add_argument("--out", metavar="DIR",
-                        help="write one report comparing all runs here (default: one report in each <RUN_DIR>/report/)")  # fmt: skip
+                        help="write one report comparing all runs here "
+                             "(default: one report in each <RUN_DIR>/report/)")  # fmt: skip
     parser.add_argument("--baseline", metavar="METHOD",
-                        help="sweeps: the method the others are compared against (default: the sweep's first)")  # fmt: skip
+                        help="sweeps: the method the others are compared against "
+                             "(default: the sweep's first)")  # fmt: skip
 
 
 def cli_main(args: argparse.Namespace) -> int:

@@ -39,12 +39,12 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--address", help="the job server, e.g. http://HOST:8265 (default: RAY_API_SERVER_ADDRESS, "
-                        "then RAY_ADDRESS)")  # fmt: skip
-    parser.add_argument("--working-dir", help="directory shipped with the job (default: the repository holding "
-                        "CONFIG, else the current directory); CONFIG must lie inside it")  # fmt: skip
-    parser.add_argument("--runtime-env", metavar="YAML", help="extra runtime_env keys (pip, env_vars, ...), e.g. "
-                        "cluster/runtime_env.yaml")  # fmt: skip
+    parser.add_argument("--address", help="the job server, e.g. http://HOST:8265 "
+                        "(default: RAY_API_SERVER_ADDRESS, then RAY_ADDRESS)")  # fmt: skip
+    parser.add_argument("--working-dir", help="directory shipped with the job (default: the repository "
+                        "holding CONFIG, else the current directory); CONFIG must lie inside it")  # fmt: skip
+    parser.add_argument("--runtime-env", metavar="YAML", help="extra runtime_env keys (pip, env_vars, ...), "
+                        "e.g. cluster/runtime_env.yaml")  # fmt: skip
     parser.add_argument("--job-id", help="submission id (default: chosen by Ray)")
     parser.add_argument("--no-wait", action="store_true", help="submit and return; do not follow the logs")
     parser.add_argument("--wait-s", type=float, default=60.0, metavar="SECONDS",

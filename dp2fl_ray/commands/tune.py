@@ -10,7 +10,8 @@ SHOWN = ("trial_id", "status", "rounds_completed", "personalized_acc", "global_a
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep", nargs="?", help="sweep YAML: base + space (omit with --resume)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
-                        help="override a field of the base experiment (repeatable), e.g. --set federation.rounds=4")  # fmt: skip
+                        help="override a field of the base experiment (repeatable), "
+                             "e.g. --set federation.rounds=4")  # fmt: skip
     parser.add_argument("--resume", metavar="SWEEP_DIR", help="continue an interrupted sweep (its directory)")
     parser.add_argument(
         "--name", help="sweep directory name (default: the YAML's name, else <file>-<UTC time>)"
@@ -58,7 +59,8 @@ def cli_main(args: argparse.Namespace) -> int:
     unfinished = trials["status"].isin(["unfinished", "failed"])
     if unfinished.any():
         print(
-            f"{int(unfinished.sum())} trial(s) unfinished or failed; go on with: dp2fl-ray tune --resume {sweep_dir}"
+            f"{int(unfinished.sum())} trial(s) unfinished or failed; "
+            f"go on with: dp2fl-ray tune --resume {sweep_dir}"
         )
         return 1
     return 0

@@ -130,7 +130,8 @@ def _read_table(kind: str, file: Path) -> pd.DataFrame:
         return pd.read_parquet(file)
     except UnicodeDecodeError as exc:
         raise DataError(
-            f"{file} is not UTF-8 text: row {_first_bad_row(file)} holds the byte 0x{exc.object[exc.start]:02x};"
+            f"{file} is not UTF-8 text: row {_first_bad_row(file)} "
+            f"holds the byte 0x{exc.object[exc.start]:02x};"
             " re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
         ) from exc
     except (ValueError, OSError, pa.ArrowException) as exc:

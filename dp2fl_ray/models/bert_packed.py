@@ -34,8 +34,9 @@ through torch.compile (``compiled.py``); the bucketed attention loop stays eager
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -85,12 +86,56 @@ class AttentionLayout:
         return AttentionLayout(first, tuple(groups)), dest.reshape(-1)
 
 
+class _SelfAttention(Protocol):
+    num_attention_heads: int
+    attention_head_size: int
+    query: nn.Linear
+    key: nn.Linear
+    value: nn.Linear
+
+
+class _DenseNorm(Protocol):
+    dense: nn.Linear
+    LayerNorm: nn.LayerNorm
+
+
+class _Attention(Protocol):
+    self: _SelfAttention
+    output: _DenseNorm
+
+
+class _Intermediate(Protocol):
+    dense: nn.Linear
+    intermediate_act_fn: nn.Module | Callable[[torch.Tensor], torch.Tensor]
+
+
+class _EncoderLayer(Protocol):
+    """What ``PackedLayer`` reads of a transformers BERT encoder layer (``BertLayer``)."""
+
+    attention: _Attention
+    intermediate: _Intermediate
+    output: _DenseNorm
+
+
 class PackedLayer(nn.Module):
     """One encoder layer's frozen weights, Q/K/V fused, in the compute dtype."""
 
+    qkv_w: torch.Tensor  # buffers, registered in __init__
+    qkv_b: torch.Tensor
+    out_w: torch.Tensor
+    out_b: torch.Tensor
+    ffn_w: torch.Tensor
+    ffn_b: torch.Tensor
+    ffo_w: torch.Tensor
+    ffo_b: torch.Tensor
+    ln1: nn.LayerNorm
+    ln2: nn.LayerNorm
+    act: nn.Module | Callable[[torch.Tensor], torch.Tensor]
+
     def __init__(self, layer: nn.Module, dtype: torch.dtype) -> None:
         super().__init__()
-        att = layer.attention.self
+        src = cast(_EncoderLayer, layer)
+        att = src.attention.self
         self.heads, self.head_dim = int(att.num_attention_heads), int(att.attention_head_size)
         self.scaling = float(self.head_dim**-0.5)
         self.dtype = dtype
@@ -98,13 +143,13 @@ class PackedLayer(nn.Module):
         qkv_b = torch.cat([att.query.bias, att.key.bias, att.value.bias])  # (3d,)
         for name, tensor in (
             ("qkv_w", qkv_w), ("qkv_b", qkv_b),
-            ("out_w", layer.attention.output.dense.weight), ("out_b", layer.attention.output.dense.bias),
-            ("ffn_w", layer.intermediate.dense.weight), ("ffn_b", layer.intermediate.dense.bias),
-            ("ffo_w", layer.output.dense.weight), ("ffo_b", layer.output.dense.bias),
+            ("out_w", src.attention.output.dense.weight), ("out_b", src.attention.output.dense.bias),
+            ("ffn_w", src.intermediate.dense.weight), ("ffn_b", src.intermediate.dense.bias),
+            ("ffo_w", src.output.dense.weight), ("ffo_b", src.output.dense.bias),
         ):  # fmt: skip
             self.register_buffer(name, tensor.detach().to(dtype).contiguous(), persistent=False)
-        self.ln1, self.ln2 = layer.attention.output.LayerNorm, layer.output.LayerNorm
-        self.act = layer.intermediate.intermediate_act_fn
+        self.ln1, self.ln2 = src.attention.output.LayerNorm, src.output.LayerNorm
+        self.act = src.intermediate.intermediate_act_fn
         self.pure_act = pure_activation(self.act)  # the same function, one compiled graph for all layers
         self.compiled = False  # model.compile: the row-wise pieces run torch.compile'd (compiled.py)
 
@@ -172,7 +217,7 @@ class PackedEncoder(nn.Module):
     def use_compiled(self, on: bool = True) -> None:
         """Run every layer's row-wise pieces torch.compile'd (``model.compile``; ``compiled.py``)."""
         for layer in self.layers:
-            layer.compiled = on
+            cast(PackedLayer, layer).compiled = on
 
     def prompt_states_read(self, j: int, depth: int) -> bool:
         """Whether anybody reads the prompt slots' states after layer ``j``: only when layer
@@ -195,7 +240,8 @@ class PackedEncoder(nn.Module):
             n = prompts.shape[2]
             text = attend.clone()
             text[:, start : start + n] = False
-            # flat position of every prompt slot, sample-major: (N*n,), the order of prompts[:, j].reshape(-1, d)
+            # flat position of every prompt slot, sample-major: (N*n,),
+            # the order of prompts[:, j].reshape(-1, d)
             slots = (
                 torch.arange(n_samples, device=x.device)[:, None] * t
                 + start

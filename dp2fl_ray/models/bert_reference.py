@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from typing import cast
 
 import torch
 
@@ -54,4 +55,4 @@ def reference_twin(model: BertPrompt) -> ReferenceBertPrompt:
     """The reference model over ``model``'s very weights and buffers (nothing is copied)."""
     twin = copy.copy(model)  # shares the frozen modules and buffers
     twin.__class__ = ReferenceBertPrompt
-    return twin
+    return cast(ReferenceBertPrompt, twin)  # mypy does not narrow on a __class__ assignment

@@ -14,10 +14,11 @@ Classification: cosine similarity of image and class-text features times CLIP's 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
-from transformers import CLIPModel, PreTrainedTokenizerBase
+from transformers import CLIPModel, CLIPTextConfig, CLIPVisionConfig, PreTrainedTokenizerBase
 
 from dp2fl_ray.errors import ModelError
 from dp2fl_ray.models.base import DualPromptModel, rowwise
@@ -31,6 +32,12 @@ PROMPT_INIT_STD = 0.02
 class ClipMaple(DualPromptModel):
     """Frozen ``CLIPModel`` + MaPLe prompts supplied per client as flat rows."""
 
+    eot_index: torch.Tensor  # buffers, registered in __init__
+    class_token_embeds: torch.Tensor
+    init_ctx: torch.Tensor
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
+
     def __init__(
         self,
         clip: CLIPModel,
@@ -43,7 +50,9 @@ class ClipMaple(DualPromptModel):
         dtype: torch.dtype,
     ) -> None:
         super().__init__(device, dtype)
-        text_cfg, vision_cfg = clip.config.text_config, clip.config.vision_config
+        # typed ``dict | ... | None`` for the constructor; a built CLIPConfig holds config objects
+        text_cfg = cast(CLIPTextConfig, clip.config.text_config)
+        vision_cfg = cast(CLIPVisionConfig, clip.config.vision_config)
         max_depth = min(text_cfg.num_hidden_layers, vision_cfg.num_hidden_layers)
         if not 1 <= depth <= max_depth:
             raise ModelError(
@@ -53,7 +62,7 @@ class ClipMaple(DualPromptModel):
         self.clip = clip
         self.n_ctx, self.depth = n_ctx, depth
         self.num_classes = len(class_names)
-        self.image_size = int(vision_cfg.image_size)
+        self.image_size = int(cast(int, vision_cfg.image_size))  # CLIP's is one int (square images)
         d_text, d_vision = text_cfg.hidden_size, vision_cfg.hidden_size
         self.task_layout = PromptLayout((("ctx", (n_ctx, d_text)), ("deep_text", (depth - 1, n_ctx, d_text))))
         self.data_layout = PromptLayout(

@@ -55,13 +55,13 @@ def build_tiny_clip(
     """
     texts = [init_text, " ".join(["X"] * n_ctx)] + [f"{name}." for name in class_names]
     tokenizer = build_word_tokenizer(texts, TINY_MAX_TOKENS)
-    common = dict(
-        hidden_size=tiny.hidden,
-        intermediate_size=4 * tiny.hidden,
-        num_hidden_layers=tiny.layers,
-        num_attention_heads=tiny.heads,
-        initializer_factor=tiny.initializer_factor,  # each sub-model reads its own config's factor
-    )
+    common = {
+        "hidden_size": tiny.hidden,
+        "intermediate_size": 4 * tiny.hidden,
+        "num_hidden_layers": tiny.layers,
+        "num_attention_heads": tiny.heads,
+        "initializer_factor": tiny.initializer_factor,  # each sub-model reads its own config's factor
+    }
     config = CLIPConfig(
         text_config=dict(
             common,

@@ -75,12 +75,13 @@ def _write(runs: list[RunData], out: Path) -> list[Path]:
         entries.append(PlotEntry(name, description, name))
 
     add("accuracy.png", "personalised and global (held-out) accuracy per round", plot_accuracy(runs))
-    add("client_accuracy.png", "distribution of per-client accuracy in the last round", plot_client_accuracy(runs),
-        "no run has a metrics/clients table")  # fmt: skip
+    add("client_accuracy.png", "distribution of per-client accuracy in the last round",
+        plot_client_accuracy(runs), "no run has a metrics/clients table")  # fmt: skip
     for run in runs:
         suffix = "" if len(runs) == 1 else f"-{run.slug}"
         missing = f"{run.label} has no metrics/aggregation table; algorithm {run.algorithm} logs none"
-        add(f"crosseval{suffix}.png", f"{run.label}: last round's cross-evaluation loss matrix with PC/RNC/DNC sets",
+        add(f"crosseval{suffix}.png",
+            f"{run.label}: last round's cross-evaluation loss matrix with PC/RNC/DNC sets",
             plot_crosseval(run), missing)  # fmt: skip
         add(f"global_weights{suffix}.png", f"{run.label}: global aggregation weight of each client per round",
             plot_global_weights(run), missing)  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -108,7 +109,8 @@ def plot_client_accuracy(runs: Sequence[RunData]) -> Figure | None:
                                             for run, r, v in zip(runs, rounds, data)])  # fmt: skip
     ax.set_ylabel("personalised test accuracy (%)")
     ax.set_title(
-        "per-client accuracy in the last round\n(one dot per client; box: quartiles, line: median, diamond: mean)",
+        "per-client accuracy in the last round\n"
+        "(one dot per client; box: quartiles, line: median, diamond: mean)",
         fontsize="medium",
     )
     ax.grid(axis="y", alpha=0.3)
@@ -128,11 +130,13 @@ def plot_crosseval(run: RunData) -> Figure | None:
     values = loss.to_numpy(dtype=float)
     image = ax.imshow(values, cmap="viridis", aspect="equal")
     fig.colorbar(image, ax=ax, shrink=0.8, label="validation loss")
-    _mark_sets(ax, values, sets.to_numpy(dtype=object), image.norm)
+    # typed as the abstract Norm; imshow with a colormap and no norm= made a linear Normalize
+    _mark_sets(ax, values, sets.to_numpy(dtype=object), cast(Normalize, image.norm))
     step = max(1, math.ceil(m / 30))  # at most ~30 tick labels per axis
     ticks = list(range(0, m, step))
     ax.set_yticks(ticks, [str(loss.index[t]) for t in ticks])
-    xlabels = [f"{loss.columns[t]}\nL={baselines.iloc[t]:.2f}" if m <= 2 * MAX_ANNOTATED else str(loss.columns[t])
+    xlabels = [f"{loss.columns[t]}\nL={baselines.iloc[t]:.2f}" if m <= 2 * MAX_ANNOTATED
+               else str(loss.columns[t])
                for t in ticks]  # fmt: skip
     ax.set_xticks(ticks, xlabels, fontsize="small")
     ax.set_xlabel(

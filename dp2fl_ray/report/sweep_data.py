@@ -166,8 +166,9 @@ def _trial_numbers(sweep_dir: Path, done: pd.DataFrame) -> tuple[pd.DataFrame, p
                     for m, c in models.items()}  # fmt: skip
         rows.append(row)
         last = tables.last_round(clients)
-        frames.append(last[["client_id", "test_acc"]].assign(**{k: row[k] for k in ("trial_id", "method",
-                                                                                    "setting", "seed")}))  # fmt: skip
+        frames.append(last[["client_id", "test_acc"]].assign(
+            **{k: row[k] for k in ("trial_id", "method", "setting", "seed")}
+        ))  # fmt: skip
     columns = ["trial_id", "method", "setting", "seed", *TRIAL_METRICS, *NEW_CLIENT_METRICS]
     metrics = pd.DataFrame(rows, columns=columns)
     clients = (

@@ -69,7 +69,8 @@ def render(data: SweepData, baseline: str, plots: Sequence[PlotEntry]) -> str:
                   _by_setting(data, "delta_acc", with_global)]  # fmt: skip
     for name, caption, prefix, models in (
         ("Table 3", "new clients without training", "t3_", tables.TABLE3_MODELS),
-        ("Table 4", "new clients after one round of local training from each start", "t4_", tables.TABLE4_MODELS),
+        ("Table 4", "new clients after one round of local training from each start", "t4_",
+         tables.TABLE4_MODELS),
     ):  # fmt: skip
         parts += [
             f"## {name}: {caption} (mean accuracy over held-out clients, %)",
@@ -153,7 +154,8 @@ def _comparison_sections(data: SweepData, baseline: str) -> list[str]:
     family = len(others)
     correction = (
         f"Correction for {family} methods compared at once in each setting: p-values Holm-adjusted "
-        f"(step-down), intervals Bonferroni-widened to {100 * stats.bonferroni_level(stats.LEVEL, family):.2f}% "
+        f"(step-down), intervals Bonferroni-widened to "
+        f"{100 * stats.bonferroni_level(stats.LEVEL, family):.2f}% "
         "each (simultaneous 95% coverage), for the paired t-test and the bootstrap alike."
         if family > 1
         else "One method compared: no correction needed (adjusted = raw)."
@@ -177,10 +179,11 @@ def _comparison_sections(data: SweepData, baseline: str) -> list[str]:
     parts += [
         f"## Per-client paired bootstrap against `{baseline}` (personalised accuracy)",
         (
-            "Each pair is one client under one seed (same seed: same client data in both methods); clients are "
-            f"resampled with replacement within each seed, {stats.RESAMPLES} times (seeded: the same sweep "
-            "gives the same numbers). Interval: bootstrap percentiles; p: two-sided, the share of resampled "
-            "means at least as far from the observed mean as it is from 0."
+            "Each pair is one client under one seed (same seed: same client data in both methods); "
+            f"clients are resampled with replacement within each seed, {stats.RESAMPLES} times "
+            "(seeded: the same sweep gives the same numbers). Interval: bootstrap percentiles; "
+            "p: two-sided, the share of resampled means at least as far from the observed mean "
+            "as it is from 0."
         ),
         _bootstraps(boot),
     ]
@@ -226,7 +229,8 @@ def _coverage(data: SweepData) -> str:
     note = (
         "Every cell rests on all of the sweep's seeds."
         if short.empty
-        else f"{len(short)} cell(s) rest on fewer seeds than the sweep ran; their numbers use only the seeds listed."
+        else f"{len(short)} cell(s) rest on fewer seeds than the sweep ran; "
+        "their numbers use only the seeds listed."
     )
     frame = frame.assign(missing=frame["missing"].replace("", MISSING))
     return markdown_table(frame, default=str) + "\n\n" + note

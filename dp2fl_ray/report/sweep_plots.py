@@ -62,9 +62,10 @@ def plot_client_distributions(data: SweepData) -> Figure | None:
         values = [100 * rows.loc[rows["method"] == m, "test_acc"].to_numpy() for m in data.methods]
         shown = [i for i, v in enumerate(values) if len(v)]
         if shown:
-            ax.boxplot([values[i] for i in shown], positions=[i + 1 for i in shown], widths=0.5, showmeans=True,
-                       showfliers=False, medianprops={"color": "black"},
-                       meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black"})  # fmt: skip
+            ax.boxplot([values[i] for i in shown], positions=[i + 1 for i in shown], widths=0.5,
+                       showmeans=True, showfliers=False, medianprops={"color": "black"},
+                       meanprops={"marker": "D", "markerfacecolor": "white",
+                                  "markeredgecolor": "black"})  # fmt: skip
         for i in shown:
             offsets = np.linspace(-0.15, 0.15, len(values[i])) if len(values[i]) > 1 else np.zeros(1)
             ax.scatter(i + 1 + offsets, values[i], color=_color(i), alpha=0.6, s=14, zorder=3)

@@ -76,7 +76,9 @@ def global_vs_personalised_table(
             "round": _round_of(last),
             "personalised acc": last["test_acc"].mean() if len(last) else np.nan,
             "global acc (held-out)": held["acc"].mean() if len(held) else np.nan,
-            "delta acc": (held["acc"].mean() - last["test_acc"].mean()) if len(held) and len(last) else np.nan,
+            "delta acc": (
+                (held["acc"].mean() - last["test_acc"].mean()) if len(held) and len(last) else np.nan
+            ),
             "personalised micro-F1": last["test_micro_f1"].mean() if len(last) else np.nan,
             "global micro-F1 (held-out)": held["micro_f1"].mean() if len(held) else np.nan,
             "held-out clients": int(held["client_id"].nunique()),

@@ -3,9 +3,10 @@
 Utilisation = FLOP/s the engine reaches in a worker (one torch thread, as a backbone worker
 with ``cpus_per_worker: 1`` runs) / FLOP/s of a large dense matmul in the same dtype and
 thread count. Times are the process's CPU time (one thread: the time it computed), not
-wall time, so other work on a shared machine does not count as ours. FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` over the
-very calls that are timed (matmuls and attention, forward and backward), so they are the
-FLOPs executed; ``bert_flops`` gives the analytic count for a check.
+wall time, so other work on a shared machine does not count as ours. FLOPs are counted with
+``torch.utils.flop_counter.FlopCounterMode`` over the very calls that are timed (matmuls and
+attention, forward and backward), so they are the FLOPs executed; ``bert_flops`` gives the
+analytic count for a check.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ descendant (Ray's GCS, raylet and worker processes included) several times a sec
 keeps the maximum. RSS counts pages shared between processes (libraries, Ray's object
 store) once per process, so the figure is an upper bound, computed the same way for
 every arm. The same samples give the CPU seconds the tree spent during the rounds: on a
-shared machine, CPU per client-update is steadier than wall time. Read from ``/proc`` (Linux), so the benchmark needs no extra package.
+shared machine, CPU per client-update is steadier than wall time. Read from ``/proc`` (Linux),
+so the benchmark needs no extra package.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 SAMPLE_EVERY_S = 0.2
 
@@ -89,7 +93,7 @@ class PeakSampler:
             self.snapshots.append((now, {p: cpu for p, (_, cpu) in procs.items()}))
             self._stop.wait(self.every_s)
 
-    def __enter__(self) -> PeakSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

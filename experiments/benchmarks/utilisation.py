@@ -37,7 +37,8 @@ def measure_utilisation(
     for name, fn in phases(core, slice_size=slice_size, models=min(4, config.federation.cohort)).items():
         flop_s, flops, seconds = achieved(fn)
         rows.append({
-            "workload": "minilm" if config.model.backbone == "bert" else config.model.backbone, "dtype": dtype, "backbone": backbone, "phase": name, "gflop": flops / 1e9,
+            "workload": "minilm" if config.model.backbone == "bert" else config.model.backbone,
+            "dtype": dtype, "backbone": backbone, "phase": name, "gflop": flops / 1e9,
             "seconds": seconds, "gflops": flop_s / 1e9, "ceiling_gflops": ceiling / 1e9,
             "utilisation": flop_s / ceiling,
         })  # fmt: skip

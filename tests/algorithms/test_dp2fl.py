@@ -369,7 +369,7 @@ def test_round_options_reach_both_steps() -> None:
 def test_inputs_are_never_mutated() -> None:
     inputs = [LOSS3, TASK3, DATA3, PREVIOUS3, BASELINES3]
     copies = [a.copy() for a in inputs]
-    aggregate_round(*inputs, DP2FLOptions(alpha=1.2, beta=0.2))
+    aggregate_round(LOSS3, TASK3, DATA3, PREVIOUS3, BASELINES3, DP2FLOptions(alpha=1.2, beta=0.2))
     aggregate_data_prompt(PREVIOUS3[0], DATA3, LOSS3[:, 0], 1.5, 1.2, 0.2, "away")
     global_weights(LOSS3, "softmin")
     weighted_average(DATA3, np.array([0.3, 0.3, 0.4]))
@@ -426,5 +426,6 @@ def test_sparse_round_only_uses_evaluated_peers() -> None:
     out = aggregate_round_sparse(
         pair_i, pair_j, losses, task, data, prev, np.ones(3), DP2FLOptions(alpha=1.2, beta=0.2)
     )
-    # client 1: baseline 1, peer 0 at loss 0.5 is PC, peer 1 at 2.0 is DNC -> all weight on peer 0: prompt -> 1.0
+    # client 1: baseline 1, peer 0 at loss 0.5 is PC, peer 1 at 2.0 is DNC
+    # -> all weight on peer 0: prompt -> 1.0
     assert out.new_data[1].tolist() == pytest.approx([1.0])

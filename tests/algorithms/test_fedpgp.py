@@ -104,7 +104,8 @@ def test_rows_and_round_zero_personal_model_equal_the_global_one(model: DualProm
 
 
 def _reference(model: DualPromptModel, task: torch.Tensor, data: torch.Tensor, client: ClientData,
-               hp: LocalTraining, seed: int, o: FedPGPOptions) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+               hp: LocalTraining, seed: int, o: FedPGPOptions,
+               ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """One client alone, torch.optim.SGD, FedPGP's loss written out."""
     dt = model.task_layout.size
     pt, pd = task[None].clone().requires_grad_(True), data[None].clone().requires_grad_(True)

@@ -97,7 +97,8 @@ def test_evaluate_pairs_equals_each_pair_alone(model: DualPromptModel, clients: 
     for p, (i, j) in enumerate(pairs):
         with torch.no_grad():
             logits = model.logits(clients[j].inputs, task[i : i + 1], data[i : i + 1],
-                                  torch.zeros(len(clients[j]), dtype=torch.long), model.class_features(task[i : i + 1]))  # fmt: skip
+                                  torch.zeros(len(clients[j]), dtype=torch.long),
+                                  model.class_features(task[i : i + 1]))  # fmt: skip
         assert out.loss[p].item() == pytest.approx(
             F.cross_entropy(logits, clients[j].labels).item(), abs=1e-5
         )

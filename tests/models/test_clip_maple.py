@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from model_samples import prompt_rows
-from transformers import AutoTokenizer, CLIPModel
+from transformers import AutoTokenizer, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
 from dp2fl_ray.config import ExperimentConfig
 from dp2fl_ray.errors import ModelError
@@ -30,8 +30,9 @@ def test_backbone_is_frozen_and_in_eval_mode(model: ClipMaple) -> None:
 
 
 def test_prompt_layouts_follow_the_backbone_config(model: ClipMaple) -> None:
-    d_t = model.clip.config.text_config.hidden_size
-    d_v = model.clip.config.vision_config.hidden_size
+    text_cfg, vision_cfg = model.clip.config.text_config, model.clip.config.vision_config
+    assert isinstance(text_cfg, CLIPTextConfig) and isinstance(vision_cfg, CLIPVisionConfig)
+    d_t, d_v = text_cfg.hidden_size, vision_cfg.hidden_size
     assert model.task_layout.size == 2 * d_t + 1 * 2 * d_t  # ctx (n_ctx, d_t) + deep (J-1, n_ctx, d_t)
     assert model.data_layout.size == 2 * (d_v * d_t + d_v)  # J coupling layers d_t -> d_v
 
@@ -99,7 +100,7 @@ def test_saved_tiny_clip_loads_back_through_model_path(
     tiny_config: ExperimentConfig, model: ClipMaple, tmp_path: Path
 ) -> None:
     model.clip.save_pretrained(tmp_path)
-    clip, tok = build_tiny_clip(NAMES, tiny_config.model.tiny, 2, "a photo of a")
+    _clip, tok = build_tiny_clip(NAMES, tiny_config.model.tiny, 2, "a photo of a")
     tok.save_pretrained(tmp_path)
     assert isinstance(CLIPModel.from_pretrained(tmp_path), CLIPModel)
     assert AutoTokenizer.from_pretrained(tmp_path).eos_token_id == tok.eos_token_id

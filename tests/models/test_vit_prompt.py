@@ -169,6 +169,7 @@ def saved_vit(tmp_path_factory: pytest.TempPathFactory) -> tuple[timm.models.Vis
     """A random ``test_vit`` saved as a torch state dict, a safetensors file and an HF-style directory."""
     torch.manual_seed(5)
     vit = timm.create_model(SMALL_ARCH, pretrained=False, num_classes=0).eval()
+    assert isinstance(vit, timm.models.VisionTransformer)
     root = tmp_path_factory.mktemp("vit")
     torch.save(vit.state_dict(), root / "weights.pth")
     safetensors.torch.save_file(vit.state_dict(), str(root / "weights.safetensors"))

@@ -115,8 +115,9 @@ def test_report_md_lists_and_embeds_every_plot(run_dirs: list[Path], dp2fl_repor
         assert f"[`{name}`]({name})" in text and f"]({name})\n" in text
 
 
-def test_a_run_without_aggregation_or_global_model_still_reports_and_says_why(run_dirs: list[Path],
-                                                                           local_report: list[Path]) -> None:  # fmt: skip
+def test_a_run_without_aggregation_or_global_model_still_reports_and_says_why(
+    run_dirs: list[Path], local_report: list[Path]
+) -> None:
     assert {p.name for p in local_report} == PLOTS - NEEDS_AGGREGATION | {"report.md"}
     _assert_valid_pngs([p for p in local_report if p.suffix == ".png"])
     text = _report(run_dirs[1])
@@ -129,8 +130,9 @@ def test_a_run_without_aggregation_or_global_model_still_reports_and_says_why(ru
     assert _percent(table1.loc["accuracy", "avg"]) == pytest.approx(summary["personalized_acc"], abs=5e-5)
 
 
-def test_comparison_mode_writes_one_report_with_both_runs_side_by_side(run_dirs: list[Path],
-                                                                       compared: tuple[Path, list[Path]]) -> None:  # fmt: skip
+def test_comparison_mode_writes_one_report_with_both_runs_side_by_side(
+    run_dirs: list[Path], compared: tuple[Path, list[Path]]
+) -> None:
     out, paths = compared
     assert {p.name for p in paths} == {"accuracy.png", "client_accuracy.png", "timing.png", "report.md",
                                        "crosseval-dp2fl.png", "global_weights-dp2fl.png"}  # fmt: skip
@@ -169,8 +171,9 @@ def test_the_parent_of_run_directories_is_refused_with_the_runs_it_holds(run_dir
         write_report(run_dirs[0].parent)
 
 
-def test_cli_main_writes_the_comparison_and_prints_each_file(run_dirs: list[Path], tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_cli_main_writes_the_comparison_and_prints_each_file(
+    run_dirs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     parser = argparse.ArgumentParser()
     report_command.add_arguments(parser)
     args = parser.parse_args([*map(str, run_dirs), "--out", str(tmp_path / "cmp")])
@@ -180,8 +183,9 @@ def test_cli_main_writes_the_comparison_and_prints_each_file(run_dirs: list[Path
     assert all(Path(p).is_file() for p in printed)
 
 
-def test_cli_reports_a_bad_path_as_an_error_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_cli_reports_a_bad_path_as_an_error_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setitem(cli.COMMANDS, "report", ("dp2fl_ray.commands.report", "report"))
     assert cli.main(["report", str(tmp_path / "missing")]) == 2
     assert str(tmp_path / "missing") in capsys.readouterr().err

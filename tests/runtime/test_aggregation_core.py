@@ -93,7 +93,7 @@ def test_promptfl_and_fedprox_average_everything_by_data_size() -> None:
 
 
 def test_local_keeps_each_clients_own_prompts_and_no_global_move() -> None:
-    core, task = _one_round("local")
+    core, _task = _one_round("local")
     assert core.global_prompts()[0].tolist() == [1.0, 2.0]  # never aggregated
     start = core.start_round(np.array([1, 7]))
     assert start.task[0].tolist() == [4.0, 7.0] and start.data[0].tolist() == [4.0] * 3

@@ -20,7 +20,7 @@ BACKBONES = {
         "data.partition.scheme=domain",
         "data.partition.shots=2",
         "model.max_length=16",
-    ],  # fmt: skip
+    ],
 }
 
 

@@ -33,7 +33,10 @@ def _state() -> dict[str, Any]:
     return {
         "config": {"train": {"lr": 0.035}, "model": {"path": None}},
         "aggregator": {
-            "store": {3: ClientState(np.arange(4, dtype=np.float32), 0.25, 2), 10**9: ClientState(np.zeros(4, np.float32), math.inf, 1)},
+            "store": {
+                3: ClientState(np.arange(4, dtype=np.float32), 0.25, 2),
+                10**9: ClientState(np.zeros(4, np.float32), math.inf, 1),
+            },
             "global_task": np.linspace(0, 1, 6, dtype=np.float32).reshape(2, 3),
             "empty": np.zeros((0, 5), np.float64),
             "scalar": np.array(7, np.int64),

@@ -46,8 +46,9 @@ def test_run_directory_has_every_table_summary_config_and_checkpoint(
     for table in TABLES:
         assert sorted(read_table(run_dir, table)["round"].unique().tolist()) == [1, 2]
     summary = read_summary(run_dir)
-    for key in ("rounds_completed", "personalized_acc", "personalized_micro_f1", "global_acc", "client_updates_per_s",
-                "wall_s", "population", "store_bytes", "status", "zero_shot_acc", "majority_acc"):  # fmt: skip
+    for key in ("rounds_completed", "personalized_acc", "personalized_micro_f1", "global_acc",
+                "client_updates_per_s", "wall_s", "population", "store_bytes", "status", "zero_shot_acc",
+                "majority_acc"):  # fmt: skip
         assert key in summary, key
     assert summary["store_bytes"] == 4 * summary["bytes_per_client"]
     assert load_config(run_dir / "config.yaml").train.lr == 0.2

@@ -61,7 +61,7 @@ def test_large_cohorts_evaluate_each_client_on_n_candidate_models(
             "federation.max_eval_models=3",
             "federation.rounds=1",
             "federation.new_clients=0",
-        ]  # fmt: skip
+        ]
     )
     summary = run_experiment(config, output_dir=tmp_path, run_name="limited", progress=False)
     agg = read_table(tmp_path / "limited", "aggregation")
@@ -99,7 +99,7 @@ def test_sharded_store_run_resumes_to_the_same_numbers(
             "store.cache_shards=1",
             "federation.rounds=3",
             "output.checkpoint_every=1",
-        ]  # fmt: skip
+        ]
     )
     full = run_experiment(config, output_dir=tmp_path, run_name="full", progress=False)
     assert full["store_bytes"] == 4 * full["bytes_per_client"] and (tmp_path / "full" / "store").is_dir()

@@ -45,6 +45,7 @@ def run_on_three_nodes(config_path: str, out: str) -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
+    assert cluster.head_node is not None  # initialize_head=True
     names = {cluster.head_node.node_id: "head"} | {n.node_id: f"node-{i + 1}" for i, n in enumerate(workers)}
     ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
     placement: dict[str, Any] = {"driver": names[ray.get_runtime_context().get_node_id()]}
@@ -55,7 +56,9 @@ def run_on_three_nodes(config_path: str, out: str) -> None:
         for name in ray.util.list_named_actors():
             if name.startswith("dp2fl:"):
                 actor = ray.get_actor(name)
-                node = actor.node_id.remote() if name.endswith(":aggregator") else actor.ping.remote()
+                node: ray.ObjectRef[str] = (
+                    actor.node_id.remote() if name.endswith(":aggregator") else actor.ping.remote()
+                )
                 placement[name.rsplit(":", 1)[1]] = names[ray.get(node)]
 
     try:

@@ -15,7 +15,10 @@ import pytest
 from dp2fl_ray.errors import RunLockedError
 from dp2fl_ray.runtime.run_lock import LOCK_FILE, RunLock
 
-HOLD = "import sys, time; from dp2fl_ray.runtime.run_lock import RunLock; RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"
+HOLD = (
+    "import sys, time; from dp2fl_ray.runtime.run_lock import RunLock; RunLock(sys.argv[1]).acquire(); "
+    "print('held', flush=True); time.sleep(60)"
+)
 
 
 def test_a_second_holder_is_refused_naming_the_live_holder(tmp_path: Path) -> None:

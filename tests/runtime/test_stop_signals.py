@@ -45,8 +45,8 @@ def test_a_signal_stops_the_driver_between_rounds_and_a_resume_gives_the_undistu
 ) -> None:
     save_config(base, tmp_path / "config.yaml")
     address = ray.get_runtime_context().gcs_address  # the session cluster: no second Ray to start
-    cmd = [sys.executable, "-m", "dp2fl_ray.cli", "run", str(tmp_path / "config.yaml"), "--quiet", "--name", "run",
-           "--output", str(tmp_path), "--address", address]  # fmt: skip
+    cmd = [sys.executable, "-m", "dp2fl_ray.cli", "run", str(tmp_path / "config.yaml"), "--quiet",
+           "--name", "run", "--output", str(tmp_path), "--address", address]  # fmt: skip
     driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     manifest = tmp_path / "run" / "checkpoints" / "latest.json"
     deadline = time.monotonic() + 300
@@ -66,8 +66,8 @@ def test_a_signal_stops_the_driver_between_rounds_and_a_resume_gives_the_undistu
     assert read_table(run_dir, "rounds")["round"].max() == stopped_after < base.federation.rounds
     assert not (run_dir / "run.lock").exists()
 
-    done = subprocess.run([sys.executable, "-m", "dp2fl_ray.cli", "run", "--resume", str(run_dir), "--quiet"], check=False,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "dp2fl_ray.cli", "run", "--resume", str(run_dir), "--quiet"],
+                          check=False, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert read_summary(run_dir)["status"] == "completed"
     for table in ("rounds", "clients", "evals", "aggregation"):

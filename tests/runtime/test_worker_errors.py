@@ -34,7 +34,10 @@ def test_a_model_that_passes_preflight_but_fails_in_the_workers_is_its_own_one_l
 
 
 def test_the_user_error_is_found_in_the_text_of_an_actor_death() -> None:
-    text = "ActorDiedError: The actor died ... \x1b[36mTraceback ...\ndp2fl_ray.errors.DataError: no such file x.csv\n"
+    text = (
+        "ActorDiedError: The actor died ... \x1b[36mTraceback ...\n"
+        "dp2fl_ray.errors.DataError: no such file x.csv\n"
+    )
     found = user_error(RuntimeError(text))
     assert isinstance(found, Exception) and type(found).__name__ == "DataError"
     assert str(found) == "no such file x.csv"
