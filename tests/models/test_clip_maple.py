@@ -130,6 +130,7 @@ def test_depth_beyond_the_encoder_is_a_clear_error(tiny_config: ExperimentConfig
         build_model(tiny_config.with_overrides(["model.prompt.depth=9"]).model, NAMES)
 
 
-def test_vit_without_an_architecture_name_is_a_clear_error(tiny_config: ExperimentConfig) -> None:
-    with pytest.raises(ModelError, match="model.name"):
-        build_model(tiny_config.with_overrides(["model.backbone=vit"]).model, NAMES)
+def test_a_tiny_vit_without_an_architecture_name_gets_the_default_one(tiny_config: ExperimentConfig) -> None:
+    config = tiny_config.with_overrides(["model.backbone=vit"])  # model.path null: model.tiny sets the sizes
+    assert config.model.name == ExperimentConfig.tiny_vit_name
+    assert build_model(config.model, NAMES).num_classes == len(NAMES)

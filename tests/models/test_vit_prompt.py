@@ -219,7 +219,6 @@ def test_weights_of_another_architecture_are_a_clear_error(
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        (["model.name=null"], "model.name"),
         (["model.name=resnet18"], "model.name.*not a VisionTransformer"),
         (["model.name=vit_no_such_arch"], "model.name.*not a timm architecture"),
         (["model.prompt.depth=3"], "model.prompt.depth"),
