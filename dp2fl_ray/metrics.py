@@ -103,7 +103,12 @@ def read_table(run_dir: str | os.PathLike[str], table: str) -> pd.DataFrame:
     if not path.is_dir():
         raise FileNotFoundError(f"no metrics table {table!r} under {run_dir} (expected {path})")
     partitioning = ds.partitioning(pa.schema([("round", pa.int64())]), flavor="hive")
-    frame = ds.dataset(path, format="parquet", partitioning=partitioning).to_table().to_pandas()
+    dataset = ds.dataset(path, format="parquet", partitioning=partitioning)
+    # Rounds may differ in which columns they hold (a round with no evaluation writes none):
+    # read every file under the union of their schemas, not the first file's alone.
+    schemas = [fragment.physical_schema for fragment in dataset.get_fragments()]
+    schema = pa.unify_schemas([*schemas, pa.schema([("round", pa.int64())])], promote_options="permissive")
+    frame = ds.dataset(path, schema=schema, format="parquet", partitioning=partitioning).to_table().to_pandas()
     return frame.sort_values("round", kind="stable").reset_index(drop=True)
 
 

@@ -46,3 +46,12 @@ def test_summary_json_is_strict_json(tmp_path: Path) -> None:
     write_json(tmp_path / "summary.json", {"acc": float("nan"), "n": np.int64(3), "x": np.float32(0.5)})
     data = json.loads((tmp_path / "summary.json").read_text())
     assert data == {"acc": None, "n": 3, "x": 0.5}
+
+
+def test_a_round_without_rows_or_columns_does_not_hide_the_other_rounds_columns(tmp_path: Path) -> None:
+    writer = MetricsWriter(tmp_path)
+    writer.write("evals", 1, pd.DataFrame())  # a round whose evaluations eval_every skipped
+    writer.write("evals", 2, pd.DataFrame({"client_id": [3], "model": ["global"], "acc": [0.5]}))
+    frame = read_table(tmp_path, "evals")
+    assert frame.columns.tolist() == ["client_id", "model", "acc", "round"]
+    assert frame["model"].tolist() == ["global"] and frame["round"].tolist() == [2]

@@ -53,7 +53,7 @@ def _per_client(result: EvalResult | None, m: int) -> dict[str, np.ndarray]:
     if result is None:
         nan = np.full(m, np.nan)
         return {
-            "loss": nan,
+            "loss": np.full(m, np.nan, np.float32),  # the dtype of a measured loss
             "acc": nan,
             "count": np.zeros(m, np.int64),
             "micro": nan,

@@ -34,6 +34,7 @@ def test_skipped_rounds_are_marked_and_kept_rounds_are_identical(
     skipped = sparse["rounds"].iloc[0]
     assert np.isnan(skipped["personalized_acc"]) and np.isnan(skipped["global_acc"])
     assert sorted(sparse["evals"]["round"].unique()) == [2, 3]
+    assert set(sparse["evals"]["model"]) >= {"personalized", "global"}  # a skipped round hides no column
     first = sparse["clients"][sparse["clients"]["round"] == 1]
     assert first["test_acc"].isna().all() and (first["n_test"] == 0).all()
     assert first["val_loss"].notna().all() == (name == "dp2fl")  # DP2FL still measures its baselines
