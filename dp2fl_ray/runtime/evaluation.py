@@ -84,16 +84,20 @@ class Evaluation:
     def together(self, requests: Sequence[Request]) -> list[EvalResult | None]:
         """Several evaluations in one pass over the pool: their slices share one queue, so a
         worker done with one evaluation's slice starts another's instead of waiting at a
-        barrier. One result per request, in request order (None for a request of 0 clients)."""
+        barrier. One result per request output (``Request.outputs``: one, or several that one
+        call per slice gives), in request order (None for a request of 0 clients)."""
         items = [(r, s) for r, req in enumerate(requests) for s in self.slices(req.clients)]
         ledger = self.pool.ledger
-        results: list[EvalResult] = self.pool.map(
+        results: list[Any] = self.pool.map(
             lambda w, item: ledger.submit(*requests[item[0]].args(w, item[1])), items
         )
-        return [
-            concat_evals([res for (r, _), res in zip(items, results) if r == k]) if req.clients else None
-            for k, req in enumerate(requests)
-        ]
+        out: list[EvalResult | None] = []
+        for k, req in enumerate(requests):
+            mine = [res for (r, _), res in zip(items, results) if r == k]
+            for o in range(req.outputs):
+                part = [res[o] for res in mine] if req.outputs > 1 else mine
+                out.append(concat_evals(part) if req.clients else None)
+        return out
 
     def own(
         self, clients: np.ndarray, task: np.ndarray, data: np.ndarray, split: str, keep: bool
@@ -150,10 +154,12 @@ class Evaluation:
 @dataclass(frozen=True)
 class Request:
     """One evaluation over ``clients`` clients: ``args(worker, slice)`` is the remote method and
-    its arguments for a slice of it (submitted through the pool's ledger, ``movement.py``)."""
+    its arguments for a slice of it (submitted through the pool's ledger, ``movement.py``); a
+    call answers with one ``EvalResult``, or with a list of ``outputs`` of them."""
 
     clients: int
     args: Callable[[Any, slice], tuple[Any, ...]]
+    outputs: int = 1
 
 
 def own_request(clients: np.ndarray, task: np.ndarray, data: np.ndarray, split: str, keep: bool) -> Request:
@@ -164,12 +170,16 @@ def own_request(clients: np.ndarray, task: np.ndarray, data: np.ndarray, split: 
     )
 
 
-def own_rows_request(clients: np.ndarray, rows: dict[int, RowsRef], split: str, keep: bool) -> Request:
-    """``own_request`` with each slice's model rows by reference (``rows[slice.start]``: the
-    slices are ``Evaluation.slices(len(clients))``)."""
+def own_rows_request(
+    clients: np.ndarray, rows: dict[int, RowsRef], splits: Sequence[tuple[str, bool]]
+) -> Request:
+    """Each client's own model on each of ``splits`` (``(split, keep predictions)``), the model
+    rows of each slice by reference (``rows[slice.start]``; the slices are
+    ``Evaluation.slices(len(clients))``): one call per slice for all the splits, so a slice's
+    rows cross to a worker once. One output per split."""
+    wanted = list(splits)
     return Request(
-        len(clients),
-        lambda w, s: (w.evaluate_rows, rows[s.start], clients[s], split, _diagonal(s.stop - s.start), keep),
+        len(clients), lambda w, s: (w.evaluate_own, rows[s.start], clients[s], wanted), outputs=len(wanted)
     )
 
 

@@ -396,23 +396,20 @@ class Simulation:
         models' rows come from the aggregator by reference, one object per slice.
         """
         evaluated = self.evaluated(r)
-        want_val = evaluated or self.algorithm.needs_validation_loss
+        splits = [("val", False)] if evaluated or self.algorithm.needs_validation_loss else []
+        splits += [("test", True)] if evaluated else []
         ledger = self.pool.ledger
-        rows: dict[int, RowsRef] = {}
-        if want_val or evaluated:
+        requests: list[Request] = []
+        if splits:  # one call per slice for both splits: its rows cross to a worker once
             slices = self.evals.slices(len(cohort))
             refs = ledger.call(self.aggregator.personal_rows_refs, slices)
-            rows = {s.start: ref for s, ref in zip(slices, refs)}
-        requests: list[Request | None] = [
-            own_rows_request(cohort, rows, "val", False) if want_val else None,
-            own_rows_request(cohort, rows, "test", True) if evaluated else None,
-        ]
-        if evaluated and self.algorithm.has_global_model:
+            requests.append(own_rows_request(cohort, {s.start: ref for s, ref in zip(slices, refs)}, splits))
+        with_global = evaluated and self.algorithm.has_global_model
+        if with_global:
             requests.append(one_model_rows_request(ledger.call(self.aggregator.global_model_ref), held_out))
-        asked = [req for req in requests if req is not None]
-        answers = iter(self.evals.together(asked))
-        personal_val, personal_test, *rest = [next(answers) if req is not None else None for req in requests]
-        return personal_val, personal_test, rest[0] if rest else None
+        answers = self.evals.together(requests)
+        personal = dict(zip([split for split, _ in splits], answers))
+        return personal.get("val"), personal.get("test"), answers[len(splits)] if with_global else None
 
     def evaluated(self, r: int) -> bool:
         """Whether round r runs the personalised and global evaluations (``federation.eval_every``)."""

@@ -299,6 +299,17 @@ class WorkerCore:
         """``evaluate`` with the model rows given as one ``SliceRows`` (by object reference)."""
         return self.evaluate(rows.task, rows.data, set_clients, split, pairs, keep_predictions)
 
+    def evaluate_own(
+        self, rows: SliceRows, set_clients: Sequence[int], splits: Sequence[tuple[str, bool]]
+    ) -> list[EvalResult]:
+        """Each client's own model row (pairs (k, k)) on each ``(split, keep predictions)``, in
+        order: one call for a slice's validation and test evaluations, so its rows come once."""
+        n = len(set_clients)
+        diagonal = np.stack([np.arange(n), np.arange(n)], axis=1)  # (n, 2)
+        return [
+            self.evaluate(rows.task, rows.data, set_clients, split, diagonal, keep) for split, keep in splits
+        ]
+
     def evaluate(
         self,
         task: np.ndarray,
