@@ -95,7 +95,7 @@ class Evaluation:
         for k, req in enumerate(requests):
             mine = [res for (r, _), res in zip(items, results) if r == k]
             for o in range(req.outputs):
-                part = [res[o] for res in mine] if req.outputs > 1 else mine
+                part = [res[o] for res in mine] if req.listed else mine
                 out.append(concat_evals(part) if req.clients else None)
         return out
 
@@ -155,11 +155,12 @@ class Evaluation:
 class Request:
     """One evaluation over ``clients`` clients: ``args(worker, slice)`` is the remote method and
     its arguments for a slice of it (submitted through the pool's ledger, ``movement.py``); a
-    call answers with one ``EvalResult``, or with a list of ``outputs`` of them."""
+    call answers with one ``EvalResult``, or (``listed``) with a list of ``outputs`` of them."""
 
     clients: int
     args: Callable[[Any, slice], tuple[Any, ...]]
     outputs: int = 1
+    listed: bool = False
 
 
 def own_request(clients: np.ndarray, task: np.ndarray, data: np.ndarray, split: str, keep: bool) -> Request:
@@ -179,7 +180,10 @@ def own_rows_request(
     rows cross to a worker once. One output per split."""
     wanted = list(splits)
     return Request(
-        len(clients), lambda w, s: (w.evaluate_own, rows[s.start], clients[s], wanted), outputs=len(wanted)
+        len(clients),
+        lambda w, s: (w.evaluate_own, rows[s.start], clients[s], wanted),
+        outputs=len(wanted),
+        listed=True,
     )
 
 
