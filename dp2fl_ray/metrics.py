@@ -108,7 +108,9 @@ def read_table(run_dir: str | os.PathLike[str], table: str) -> pd.DataFrame:
     # read every file under the union of their schemas, not the first file's alone.
     schemas = [fragment.physical_schema for fragment in dataset.get_fragments()]
     schema = pa.unify_schemas([*schemas, pa.schema([("round", pa.int64())])], promote_options="permissive")
-    frame = ds.dataset(path, schema=schema, format="parquet", partitioning=partitioning).to_table().to_pandas()
+    frame = (
+        ds.dataset(path, schema=schema, format="parquet", partitioning=partitioning).to_table().to_pandas()
+    )
     return frame.sort_values("round", kind="stable").reset_index(drop=True)
 
 

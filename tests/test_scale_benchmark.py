@@ -82,3 +82,33 @@ def test_store_rounds_count_shard_files_and_rows(scale, tmp_path: Path) -> None:
     assert scale.dir_bytes(tmp_path / "store") > 0 and scale.dir_bytes(tmp_path / "missing") == 0
     memory = scale.store_rounds("memory", 1_000, 10, 2, 4, tmp_path / "unused")
     assert (memory["shard_reads"] == 0).all() and memory["clients_stored"].iloc[-1] <= 20
+
+
+def test_cohort_axis_configs_are_valid_up_to_ten_thousand(scale) -> None:  # type: ignore[no-untyped-def]
+    axis = scale.COHORT_AXIS
+    for cohort in axis["cohorts"]:
+        cfg = config_from_dict(
+            scale.point_config(
+                axis["population"], cohort, axis["rounds"], axis["backend"], axis["max_eval_models"]
+            )
+        )
+        assert cfg.federation.cohort == cohort and cfg.federation.max_eval_models == 16
+    assert max(axis["cohorts"]) == 10_000 and max(scale.POPULATIONS) == 100_000_000
+
+
+def test_per_client_overhead_is_compared_within_a_batch_and_merges_keep_unmeasured_points(scale) -> None:  # type: ignore[no-untyped-def]
+    base = {"backend": "sharded", "population": 10**7, "rounds": 2, "backbone_s_median": 1.0, "wall_s_median": 1.0,
+            "driver_peak_rss": 1, "driver_rss_before": 1, "aggregator_peak_rss": 1, "store_disk_bytes": 1,
+            "run_s": 1.0, "bytes_per_client": 10, "store_files": 1, "remainder_s_median": 0.0}  # fmt: skip
+    runs = pd.DataFrame([
+        {**base, "batch": "b", "cohort": 100, "overhead_s_median": 0.1, "clients_stored": 100,
+         "distinct_clients": 100, "store_bytes": 1000},
+        {**base, "batch": "b", "cohort": 10_000, "overhead_s_median": 12.0, "clients_stored": 10_000,
+         "distinct_clients": 10_000, "store_bytes": 100_000},
+    ])  # fmt: skip
+    summary = scale.summarise(runs).set_index("cohort")
+    assert summary.loc[100, "per_client_s"] == pytest.approx(1e-3)
+    assert summary.loc[10_000, "per_client_ratio"] == pytest.approx(1.2)
+    earlier = pd.concat([runs.assign(kind="e2e", batch="a", cohort=[100, 1_000])], ignore_index=True)
+    merged = scale.merge_earlier(earlier, runs)
+    assert sorted(zip(merged["batch"], merged["cohort"])) == [("a", 1_000), ("b", 100), ("b", 10_000)]

@@ -5,7 +5,10 @@
 - ``one_model``: a single model on many clients' test splits (global model, zero-shot);
 - ``new_clients``: the paper's Tables 3 and 4 on the held-out clients.
 
-Results come back in client order whatever order the slices finish in.
+Results come back in client order whatever order the slices finish in. In a round the
+model rows come by reference from the aggregator (``RowsRef``: one object per slice or
+block), never through the driver; the array forms remain for callers that hold rows
+(zero-shot and new-client evaluations of one global model, tests).
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import ray
 
 from dp2fl_ray.runtime import records
 from dp2fl_ray.runtime.cohort import cut_slices
 from dp2fl_ray.runtime.crosseval import CrossEval, block_pairs, candidate_models, models_per_client
+from dp2fl_ray.runtime.movement import RowsRef
 from dp2fl_ray.runtime.pool import WorkerPool
 from dp2fl_ray.runtime.work import EvalResult, TrainResult
 
@@ -41,32 +44,37 @@ class Evaluation:
         self,
         r: int,
         cohort: np.ndarray,
-        task: np.ndarray,
-        data: np.ndarray,
+        rows_for: Callable[[list[np.ndarray]], list[RowsRef]],
         on_block: Callable[[np.ndarray, np.ndarray, np.ndarray], object] | None = None,
     ) -> CrossEval:
         """Validation losses of the cohort's models on the cohort's validation sets: every pair,
         or each client's candidates when the cohort is large (see ``crosseval.py``).
 
-        ``on_block(pair_i, pair_j, losses)`` (cohort positions, float64 losses) is called as
-        each block of validation sets finishes, with all of those sets' pairs, so their
-        clients' aggregation can start while other blocks are still evaluated.
+        ``rows_for(used)`` gives, for each block, a reference to the trained rows of the models
+        its pairs use (``used[b]``, sorted cohort positions; the aggregator's ``cross_rows``), so
+        a block receives only the models it evaluates. ``on_block(pair_i, pair_j, losses)``
+        (cohort positions, float64 losses) is called as each block of validation sets finishes,
+        with all of those sets' pairs, so their clients' aggregation can start while other
+        blocks are still evaluated.
         """
         m = len(cohort)
         n = models_per_client(m, self.max_eval_models)
         candidates = candidate_models(self.seed, r, cohort, n)
-        task_ref, data_ref = ray.put(task), ray.put(data)  # shared by every block, zero-copy
         slices = self.slices(m)
         plans = [block_pairs(candidates, s) for s in slices]
         pair_i = [p[:, 0] for p in plans]
         pair_j = [p[:, 1] + s.start for p, s in zip(plans, slices)]
+        used = [np.unique(p[:, 0]) for p in plans]
+        local = [np.stack([np.searchsorted(u, p[:, 0]), p[:, 1]], axis=1) for u, p in zip(used, plans)]
+        refs = rows_for(used)  # (P, 2) pairs above: (row of the block's models, set)
 
         def finished(b: int, res: EvalResult) -> None:
             if on_block is not None:
                 on_block(pair_i[b], pair_j[b], res.loss.astype(np.float64))
 
+        ledger = self.pool.ledger
         results: list[EvalResult] = self.pool.map(
-            lambda w, b: w.evaluate.remote(task_ref, data_ref, cohort[slices[b]], "val", plans[b]),
+            lambda w, b: ledger.submit(w.evaluate_rows, refs[b], cohort[slices[b]], "val", local[b]),
             list(range(len(slices))),
             on_result=finished,
         )
@@ -76,13 +84,20 @@ class Evaluation:
     def together(self, requests: Sequence[Request]) -> list[EvalResult | None]:
         """Several evaluations in one pass over the pool: their slices share one queue, so a
         worker done with one evaluation's slice starts another's instead of waiting at a
-        barrier. One result per request, in request order (None for a request of 0 clients)."""
+        barrier. One result per request output (``Request.outputs``: one, or several that one
+        call per slice gives), in request order (None for a request of 0 clients)."""
         items = [(r, s) for r, req in enumerate(requests) for s in self.slices(req.clients)]
-        results: list[EvalResult] = self.pool.map(lambda w, item: requests[item[0]].submit(w, item[1]), items)
-        return [
-            concat_evals([res for (r, _), res in zip(items, results) if r == k]) if req.clients else None
-            for k, req in enumerate(requests)
-        ]
+        ledger = self.pool.ledger
+        results: list[Any] = self.pool.map(
+            lambda w, item: ledger.submit(*requests[item[0]].args(w, item[1])), items
+        )
+        out: list[EvalResult | None] = []
+        for k, req in enumerate(requests):
+            mine = [res for (r, _), res in zip(items, results) if r == k]
+            for o in range(req.outputs):
+                part = [res[o] for res in mine] if req.listed else mine
+                out.append(concat_evals(part) if req.clients else None)
+        return out
 
     def own(
         self, clients: np.ndarray, task: np.ndarray, data: np.ndarray, split: str, keep: bool
@@ -121,30 +136,54 @@ class Evaluation:
                     records.eval_rows(held_out, name, True, self.own(held_out, t_rows, d_rows, "test", True))
                 )
             trained: list[TrainResult] = self.pool.map(
-                lambda w, s: w.train_slice.remote(0, held_out[s], t_rows[s], d_rows[s], no_baseline[s]),
-                self.slices(n),
+                self._train_from(held_out, t_rows, d_rows, no_baseline), self.slices(n)
             )
             t1, d1 = np.concatenate([x.task for x in trained]), np.concatenate([x.data for x in trained])
             after = self.own(held_out, t1, d1, "test", True)
             frames.append(records.eval_rows(held_out, f"{name}_1round", True, after))
         return pd.concat(frames, ignore_index=True)
 
+    def _train_from(
+        self, clients: np.ndarray, task: np.ndarray, data: np.ndarray, need: np.ndarray
+    ) -> Callable[[Any, slice], Any]:
+        """A pool submitter: one round of local training of ``clients[s]`` from the given rows."""
+        ledger = self.pool.ledger
+        return lambda w, s: ledger.submit(w.train_slice, 0, clients[s], task[s], data[s], need[s])
+
 
 @dataclass(frozen=True)
 class Request:
-    """One evaluation over ``clients`` clients: ``submit(worker, slice)`` starts a slice of it."""
+    """One evaluation over ``clients`` clients: ``args(worker, slice)`` is the remote method and
+    its arguments for a slice of it (submitted through the pool's ledger, ``movement.py``); a
+    call answers with one ``EvalResult``, or (``listed``) with a list of ``outputs`` of them."""
 
     clients: int
-    submit: Callable[[Any, slice], Any]
+    args: Callable[[Any, slice], tuple[Any, ...]]
+    outputs: int = 1
+    listed: bool = False
 
 
 def own_request(clients: np.ndarray, task: np.ndarray, data: np.ndarray, split: str, keep: bool) -> Request:
     """Each client's own model row on its own split (pairs (k, k))."""
     return Request(
         len(clients),
-        lambda w, s: w.evaluate.remote(
-            task[s], data[s], clients[s], split, _diagonal(s.stop - s.start), keep
-        ),
+        lambda w, s: (w.evaluate, task[s], data[s], clients[s], split, _diagonal(s.stop - s.start), keep),
+    )
+
+
+def own_rows_request(
+    clients: np.ndarray, rows: dict[int, RowsRef], splits: Sequence[tuple[str, bool]]
+) -> Request:
+    """Each client's own model on each of ``splits`` (``(split, keep predictions)``), the model
+    rows of each slice by reference (``rows[slice.start]``; the slices are
+    ``Evaluation.slices(len(clients))``): one call per slice for all the splits, so a slice's
+    rows cross to a worker once. One output per split."""
+    wanted = list(splits)
+    return Request(
+        len(clients),
+        lambda w, s: (w.evaluate_own, rows[s.start], clients[s], wanted),
+        outputs=len(wanted),
+        listed=True,
     )
 
 
@@ -153,7 +192,15 @@ def one_model_request(task: np.ndarray, data: np.ndarray, clients: np.ndarray) -
     t, d = task[None].astype(np.float32), data[None].astype(np.float32)
     return Request(
         len(clients),
-        lambda w, s: w.evaluate.remote(t, d, clients[s], "test", _to_model_zero(s.stop - s.start), True),
+        lambda w, s: (w.evaluate, t, d, clients[s], "test", _to_model_zero(s.stop - s.start), True),
+    )
+
+
+def one_model_rows_request(model: RowsRef, clients: np.ndarray) -> Request:
+    """``one_model_request`` with the model's rows ``(1, Dt')``, ``(1, Dd')`` by reference."""
+    return Request(
+        len(clients),
+        lambda w, s: (w.evaluate_rows, model, clients[s], "test", _to_model_zero(s.stop - s.start), True),
     )
 
 

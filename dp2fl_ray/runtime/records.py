@@ -7,21 +7,26 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dp2fl_ray.algorithms.base import CrossEval, RoundResults, RoundStart, RoundUpdate
+from dp2fl_ray.algorithms.base import CrossEval
+from dp2fl_ray.runtime.aggregation import ServerRound
 from dp2fl_ray.runtime.training import TrainedCohort
 from dp2fl_ray.runtime.work import EvalResult
 
 
 @dataclass(frozen=True)
 class RoundOutcome:
-    """Everything one round produced, in cohort order (rows k = cohort[k])."""
+    """Everything the driver knows of one round, in cohort order (rows k = cohort[k]): ids,
+    losses and metrics; the rows stayed with the aggregator and the workers."""
 
     round_idx: int
     cohort: np.ndarray
-    results: RoundResults  # start rows, trained rows, baselines L_k, the cross-evaluation
+    first_time: np.ndarray  # (m,) bool: the client's first round
+    n_train: np.ndarray  # (m,)
+    baselines: np.ndarray  # (m,) L_k the server step used
+    cross: CrossEval | None  # the cross-evaluation, for methods that ask for one
     train_loss: np.ndarray
     start_test_acc: np.ndarray  # clients that joined mid-run, first round: start model test accuracy
-    update: RoundUpdate
+    server: ServerRound  # the aggregator's numbers of its step (early clients, shifts, its table)
     personal_val: EvalResult | None  # (Pt^r, Pd_k^r) on k's val: the next baseline (None: not run)
     personal_test: EvalResult | None  # the same model on k's test split (None: round not evaluated)
     held_out: np.ndarray
@@ -30,22 +35,6 @@ class RoundOutcome:
     population: int  # clients that exist this round (joins included)
     failed: int  # cohort clients whose training failed (not in the rows above)
     evaluated: bool = True  # False on rounds that federation.eval_every skips
-
-    @property
-    def start(self) -> RoundStart:
-        return self.results.start
-
-    @property
-    def baselines(self) -> np.ndarray:
-        return self.results.baselines
-
-    @property
-    def n_train(self) -> np.ndarray:
-        return self.results.n_train
-
-    @property
-    def cross(self) -> CrossEval | None:
-        return self.results.cross
 
 
 def _per_client(result: EvalResult | None, m: int) -> dict[str, np.ndarray]:
@@ -79,7 +68,7 @@ def clients_frame(o: RoundOutcome) -> pd.DataFrame:
             "client_id": o.cohort,
             "status": "ok",
             "error": "",
-            "first_time": o.start.first_time,
+            "first_time": o.first_time,
             "n_train": o.n_train,
             "n_val": v["count"],
             "n_test": t["count"],
@@ -92,7 +81,7 @@ def clients_frame(o: RoundOutcome) -> pd.DataFrame:
             "test_macro_f1": t["macro"],
             "majority_acc": t["maj"],
             "start_test_acc": o.start_test_acc,
-            "data_prompt_shift": np.linalg.norm(o.update.personal_data - o.start.data, axis=1),
+            "data_prompt_shift": o.server.data_prompt_shift,
         }
     )
 
@@ -133,18 +122,19 @@ def failed_clients_frame(cohort: np.ndarray, trained: TrainedCohort) -> pd.DataF
     )
 
 
-def rounds_frame(o: RoundOutcome) -> pd.DataFrame:
-    """One row for the round: headline numbers, population, failures, where the time went."""
+def rounds_frame(o: RoundOutcome, moved: dict[str, int] | None = None) -> pd.DataFrame:
+    """One row for the round: headline numbers, population, failures, where the time went, and
+    ``moved`` (``movement.Ledger.take``: ``moved_bytes``, ``driver_bytes``)."""
     wall = o.timings["wall_s"]
     m = len(o.cohort)
     test, val = _per_client(o.personal_test, m), _per_client(o.personal_val, m)
     row = {
         "population": o.population,
         "cohort_size": len(o.cohort),
-        "first_time_clients": int(o.start.first_time.sum()),
+        "first_time_clients": int(o.first_time.sum()),
         "failed_clients": o.failed,
         "eval_models_per_client": o.cross.models_per_client if o.cross is not None else 0,
-        "early_aggregated_clients": o.update.early_clients,
+        "early_aggregated_clients": o.server.early_clients,
         "train_loss": float(np.mean(o.train_loss)),
         "evaluated": o.evaluated,
         "val_loss": float(np.mean(val["loss"])),
@@ -154,5 +144,6 @@ def rounds_frame(o: RoundOutcome) -> pd.DataFrame:
         else float(np.mean(o.global_test.correct / np.maximum(o.global_test.count, 1))),
         "client_updates_per_s": len(o.cohort) / wall if wall > 0 else float("nan"),
         **o.timings,
+        **(moved or {}),
     }  # fmt: skip
     return pd.DataFrame([row])

@@ -3,11 +3,16 @@
 The driver samples cohorts, cuts them into slices, hands slices to the backbone worker pool
 as stateless work, gathers results in client-id order (never completion order), and asks the
 aggregator actor to turn them into the next state. Metrics are written at each round's end.
+
+Client rows never pass through the driver: the aggregator hands each slice its start rows by
+object reference, the workers' trained rows go to the aggregator by reference, and the
+aggregator keeps the round's start, results and update itself (``aggregation.py``'s round
+calls). The driver moves ids, losses and metrics; ``movement.Ledger`` counts what a round
+moves (the ``moved_bytes`` and ``driver_bytes`` columns of the rounds table).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -22,7 +27,7 @@ import numpy as np
 import pandas as pd
 import ray
 
-from dp2fl_ray.algorithms.base import RoundResults, RoundStart, RoundUpdate
+from dp2fl_ray.algorithms.base import CrossEval
 from dp2fl_ray.algorithms.registry import build_algorithm
 from dp2fl_ray.config import ExperimentConfig, config_to_dict, load_config, save_config
 from dp2fl_ray.errors import CheckpointError, ConfigError, Dp2flError, RunError, RunInterrupted
@@ -30,9 +35,17 @@ from dp2fl_ray.metrics import MetricsWriter, read_summary, read_table, write_jso
 from dp2fl_ray.preflight import check_run_name, preflight
 from dp2fl_ray.runtime import records
 from dp2fl_ray.runtime.actors import start_aggregator, start_workers
+from dp2fl_ray.runtime.aggregation import Opening, ServerRound
 from dp2fl_ray.runtime.checkpoint import MANIFEST, load_checkpoint, save_checkpoint
 from dp2fl_ray.runtime.cohort import cut_slices, held_out_clients, parse_joins, population_at, sample_cohort
-from dp2fl_ray.runtime.evaluation import Evaluation, Request, mean_acc, one_model_request, own_request
+from dp2fl_ray.runtime.evaluation import (
+    Evaluation,
+    Request,
+    mean_acc,
+    one_model_rows_request,
+    own_rows_request,
+)
+from dp2fl_ray.runtime.movement import RowsRef
 from dp2fl_ray.runtime.pool import WorkerPool
 from dp2fl_ray.runtime.progress import RoundProgress
 from dp2fl_ray.runtime.resume_checks import check_resumable, config_sha256, metrics_inventory
@@ -208,10 +221,13 @@ def check_pool_fits(cluster: dict[str, float], workers: int, cpus: float, gpus: 
 
 @dataclass(frozen=True)
 class TrainedRound:
-    """The training phase's answer: the clients whose training succeeded and their results."""
+    """The training phase's answer: the clients whose training succeeded and their numbers (their
+    rows went from the workers to the aggregator)."""
 
     cohort: np.ndarray  # (m,) ids of the clients that stay in the round
-    results: RoundResults
+    first_time: np.ndarray  # (m,) bool
+    n_train: np.ndarray  # (m,)
+    baselines: np.ndarray  # (m,) L_k: stored, or measured before training where asked
     train_loss: np.ndarray  # (m,)
     start_test_acc: np.ndarray  # (m,) NaN except for clients that joined mid-run
     failed: pd.DataFrame  # rows of the clients table for the clients that failed
@@ -323,31 +339,35 @@ class Simulation:
         """
         t_round = time.perf_counter()
         timings: dict[str, float] = {}
+        ledger = self.pool.ledger
+        ledger.take()  # anything before this round (start-up, the summary) is not the round's
         population, cohort = self.sample(r)
-        start = ray.get(self.aggregator.start_round.remote(cohort))
+        slices = cut_slices(len(cohort), len(self.workers), self.clients_per_slice)
+        opening, start_rows = ledger.call(self.aggregator.open_round_rows, cohort, slices)
         timings["start_s"] = time.perf_counter() - t_round  # sampling + store reads
         bar.phase(r, "train")
         t = time.perf_counter()
-        trained = self.train(r, cohort, start)
+        trained = self.train(r, cohort, opening, slices, start_rows)
         timings["train_s"] = time.perf_counter() - t
         cohort = trained.cohort
         t = time.perf_counter()
-        results = self.cross_evaluate(r, cohort, trained.results, bar)
+        cross = self.cross_evaluate(r, cohort, bar)
         timings["crosseval_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        update = ray.get(self.aggregator.aggregate.remote(results))
+        server: ServerRound = ledger.call(self.aggregator.aggregate_round, cross)
         timings["aggregate_s"] = time.perf_counter() - t
         bar.phase(r, "evaluate")
         t = time.perf_counter()
-        personal_val, personal_test, global_test = self.evaluate(r, cohort, update, held_out)
+        personal_val, personal_test, global_test = self.evaluate(r, cohort, held_out)
         timings["eval_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        self.commit(cohort, update, personal_val, results)
+        self.commit(cohort, personal_val)
         timings["commit_s"] = time.perf_counter() - t  # store writes
         timings["wall_s"] = time.perf_counter() - t_round
         outcome = records.RoundOutcome(
-            r, cohort, results, trained.train_loss, trained.start_test_acc, update, personal_val, personal_test,
-            held_out, global_test, timings, population, len(trained.failed), self.evaluated(r),
+            r, cohort, trained.first_time, trained.n_train, trained.baselines, cross, trained.train_loss,
+            trained.start_test_acc, server, personal_val, personal_test, held_out, global_test, timings,
+            population, len(trained.failed), self.evaluated(r),
         )  # fmt: skip
         self.write_round(outcome, trained.failed)
         bar.done(
@@ -364,88 +384,110 @@ class Simulation:
         population = population_at(r, fed.population, self.joins)
         return population, sample_cohort(self.config.seed, r, population, min(fed.cohort, population))
 
-    def train(self, r: int, cohort: np.ndarray, start: RoundStart) -> TrainedRound:
-        """Local training on the pool; failed clients leave the round (their state is kept)."""
+    def train(
+        self, r: int, cohort: np.ndarray, opening: Opening, slices: list[slice], start_rows: list[RowsRef]
+    ) -> TrainedRound:
+        """Local training on the pool; failed clients leave the round (their state is kept).
+
+        Each slice's start rows go from the aggregator to its worker by reference; a failed
+        slice's clients are re-run one by one from the same slice object (``training.py``).
+        The trained rows of the clients that stay go from the workers to the aggregator.
+        """
         cfg = self.config
-        slices = cut_slices(len(cohort), len(self.workers), self.clients_per_slice)
-        need_baseline = self.algorithm.needs_baseline(start.first_time)
-        joined = start.first_time & (cohort >= cfg.federation.population)  # joined mid-run: start accuracy
-        trained = train_cohort(
-            self.pool,
-            lambda w, s: w.train_slice.remote(r, cohort[s], start.task[s], start.data[s], need_baseline[s], joined[s]),
-            len(cohort), slices, r, cohort, cfg.runtime.max_failures,
-        )  # fmt: skip
+        need_baseline = self.algorithm.needs_baseline(opening.first_time)
+        joined = opening.first_time & (cohort >= cfg.federation.population)  # joined mid-run: start accuracy
+        block = np.repeat(np.arange(len(slices)), [s.stop - s.start for s in slices])  # (m,) slice of k
+        ledger = self.pool.ledger
+
+        def submit(w: Any, s: slice) -> Any:
+            b = int(block[s.start])
+            return ledger.submit(
+                w.train_rows,
+                r,
+                cohort[s],
+                start_rows[b],
+                s.start - slices[b].start,
+                need_baseline[s],
+                joined[s],
+            )
+
+        trained = train_cohort(self.pool, submit, len(cohort), slices, r, cohort, cfg.runtime.max_failures)
         failed = records.failed_clients_frame(cohort, trained)
         keep = np.flatnonzero(trained.ok)
         if len(keep) == 0:
             raise RunError(
                 f"round {r}: every cohort client's training failed; the first: {trained.reason[0]}"
             )
-        kept = start.subset(keep)
-        personal = trained.personal_task is not None and trained.personal_data is not None
-        results = RoundResults(
-            start=kept,
-            task=trained.task[keep],
-            data=trained.data[keep],
-            n_train=trained.n_train[keep],
-            baselines=np.where(need_baseline[keep], trained.start_val_loss[keep], kept.baselines),
-            personal_task=trained.personal_task[keep] if personal else None,  # type: ignore[index]
-            personal_data=trained.personal_data[keep] if personal else None,  # type: ignore[index]
-        )
+        baselines = np.where(need_baseline[keep], trained.start_val_loss[keep], opening.baselines[keep])
+        used = np.unique(trained.where[keep, 0])  # the row objects holding the kept clients' rows
+        ref_of = np.searchsorted(used, trained.where[keep, 0])
+        where = np.stack([keep, ref_of, trained.where[keep, 1]], axis=1)  # (m', 3)
+        for i in used:  # each object crosses once, from its worker to the aggregator
+            ledger.by_reference(trained.ref_bytes[int(i)])
+        ledger.call(
+            self.aggregator.take_trained_refs, cohort[keep], [trained.refs[int(i)] for i in used], where,
+            trained.n_train[keep], baselines,
+        )  # fmt: skip
         return TrainedRound(
-            cohort[keep], results, trained.train_loss[keep], trained.start_test_acc[keep], failed
-        )
+            cohort[keep], opening.first_time[keep], trained.n_train[keep], baselines,
+            trained.train_loss[keep], trained.start_test_acc[keep], failed,
+        )  # fmt: skip
 
-    def cross_evaluate(
-        self, r: int, cohort: np.ndarray, results: RoundResults, bar: RoundProgress
-    ) -> RoundResults:
+    def cross_evaluate(self, r: int, cohort: np.ndarray, bar: RoundProgress) -> CrossEval | None:
         """The cross-evaluation, for methods that ask for one; blocks feed the aggregator's
-        early server work as they finish (``runtime.overlap_aggregation``)."""
+        early server work as they finish (``runtime.overlap_aggregation``). The blocks' model
+        rows come from the aggregator by reference; only losses come back here."""
         if not self.algorithm.cross_evaluates:
-            return results
+            return None
         bar.phase(r, "cross-eval")
+        ledger = self.pool.ledger
         absorb = None
         if self.config.runtime.overlap_aggregation:
-            self.aggregator.begin_early.remote(
-                results.start, results.data, results.baselines
-            )  # calls run in order
-            absorb = self.aggregator.absorb_losses.remote
-        cross = self.evals.cross(r, cohort, results.task, results.data, on_block=absorb)
-        return dataclasses.replace(results, cross=cross)
+            ledger.submit(self.aggregator.begin_early_round)  # calls run in order
+
+            def absorb(pair_i: np.ndarray, pair_j: np.ndarray, losses: np.ndarray) -> object:
+                return ledger.submit(self.aggregator.absorb_losses, pair_i, pair_j, losses)
+
+        def rows_for(used: list[np.ndarray]) -> list[RowsRef]:
+            return ledger.call(self.aggregator.cross_rows_refs, used)  # type: ignore[no-any-return]
+
+        return self.evals.cross(r, cohort, rows_for, on_block=absorb)
 
     def evaluate(
-        self, r: int, cohort: np.ndarray, update: RoundUpdate, held_out: np.ndarray
+        self, r: int, cohort: np.ndarray, held_out: np.ndarray
     ) -> tuple[EvalResult | None, EvalResult | None, EvalResult | None]:
         """Personal models on val and test, the global model on the held-out clients.
 
         On rounds that ``federation.eval_every`` skips, only what the algorithm needs runs:
-        the personal validation loss of a method that keeps it as the next baseline.
+        the personal validation loss of a method that keeps it as the next baseline. The
+        models' rows come from the aggregator by reference, one object per slice.
         """
-        p_task, p_data = update.personal_task.astype(np.float32), update.personal_data.astype(np.float32)
         evaluated = self.evaluated(r)
-        requests: list[Request | None] = [
-            own_request(cohort, p_task, p_data, "val", False)
-            if evaluated or self.algorithm.needs_validation_loss else None,
-            own_request(cohort, p_task, p_data, "test", True) if evaluated else None,
-        ]  # fmt: skip
-        if evaluated and self.algorithm.has_global_model:
-            requests.append(one_model_request(*self.algorithm.global_rows(update), held_out))
-        asked = [req for req in requests if req is not None]
-        answers = iter(self.evals.together(asked))
-        personal_val, personal_test, *rest = [next(answers) if req is not None else None for req in requests]
-        return personal_val, personal_test, rest[0] if rest else None
+        splits = [("val", False)] if evaluated or self.algorithm.needs_validation_loss else []
+        splits += [("test", True)] if evaluated else []
+        ledger = self.pool.ledger
+        requests: list[Request] = []
+        if splits:  # one call per slice for both splits: its rows cross to a worker once
+            slices = self.evals.slices(len(cohort))
+            refs = ledger.call(self.aggregator.personal_rows_refs, slices)
+            requests.append(own_rows_request(cohort, {s.start: ref for s, ref in zip(slices, refs)}, splits))
+        with_global = evaluated and self.algorithm.has_global_model
+        if with_global:
+            requests.append(one_model_rows_request(ledger.call(self.aggregator.global_model_ref), held_out))
+        answers = self.evals.together(requests)
+        personal = dict(zip([split for split, _ in splits], answers))
+        return personal.get("val"), personal.get("test"), answers[len(splits)] if with_global else None
 
     def evaluated(self, r: int) -> bool:
         """Whether round r runs the personalised and global evaluations (``federation.eval_every``)."""
         fed = self.config.federation
         return r % fed.eval_every == 0 or r == fed.rounds
 
-    def commit(
-        self, cohort: np.ndarray, update: RoundUpdate, personal_val: EvalResult | None, results: RoundResults
-    ) -> None:
-        """Each cohort client's row and next baseline into the store (NaN when not measured)."""
+    def commit(self, cohort: np.ndarray, personal_val: EvalResult | None) -> None:
+        """Each cohort client's row and next baseline into the store (NaN when not measured):
+        the aggregator commits the update it made itself."""
         baselines = personal_val.loss if personal_val is not None else np.full(len(cohort), np.nan)
-        ray.get(self.aggregator.commit.remote(cohort, update, baselines))
+        self.pool.ledger.call(self.aggregator.commit_round, baselines)
 
     def write_round(self, outcome: records.RoundOutcome, failed: pd.DataFrame) -> None:
         """The round's rows of every table (rounds last: its presence means the round is whole)."""
@@ -455,9 +497,7 @@ class Simulation:
             evals = pd.concat(
                 [
                     evals,
-                    self.evals.new_clients(
-                        self.initial_prompts(), self.final_prompts(outcome), outcome.held_out
-                    ),
+                    self.evals.new_clients(self.initial_prompts(), self.final_prompts(), outcome.held_out),
                 ],
                 ignore_index=True,
             )
@@ -467,19 +507,20 @@ class Simulation:
             "clients", r, pd.concat([clients, failed], ignore_index=True) if len(failed) else clients
         )
         self.metrics.write("evals", r, evals)
-        aggregation = self.algorithm.aggregation_table(outcome.update, outcome.results, outcome.cohort)
+        aggregation = outcome.server.aggregation
         if aggregation is not None:
             self.metrics.write("aggregation", r, aggregation)
         outcome.timings["metrics_s"] = time.perf_counter() - t  # the other tables' writes
-        round_row = records.rounds_frame(outcome)
+        round_row = records.rounds_frame(outcome, self.pool.ledger.take())
         self.metrics.write("rounds", r, round_row)
         self.round_row = {"round": r, "run_dir": str(self.run_dir), **round_row.iloc[0].to_dict()}
 
     def initial_prompts(self) -> tuple[np.ndarray, np.ndarray]:
         return tuple(ray.get(self.aggregator.initial_prompts.remote()))  # type: ignore[return-value]
 
-    def final_prompts(self, outcome: records.RoundOutcome) -> tuple[np.ndarray, np.ndarray]:
-        return self.algorithm.global_rows(outcome.update)
+    def final_prompts(self) -> tuple[np.ndarray, np.ndarray]:
+        """The last update's global rows (one row each: the global model, not client rows)."""
+        return tuple(ray.get(self.aggregator.last_global_rows.remote()))  # type: ignore[return-value]
 
     def checkpoint(self, r: int) -> None:
         """The aggregator's full state after round r (see ``checkpoint.py``)."""

@@ -1,7 +1,8 @@
 """The training phase of a round: slices on the pool, failures isolated to the client.
 
-A slice whose work raises is re-run client by client, so one bad client cannot take its
-slice-mates down; a client whose training raises, or whose loss or prompts are not finite,
+The trained rows stay out of the driver: each slice's work answers with its metadata (read
+here) and a reference to its rows (handed to the aggregator). A slice whose work raises is
+re-run client by client, so one bad client cannot take its slice-mates down; a client whose training raises, or whose loss or prompts are not finite,
 is marked failed and kept out of the aggregate. Past ``runtime.max_failures`` failed
 clients the round stops with the round and the clients named.
 """
@@ -16,23 +17,26 @@ import numpy as np
 
 from dp2fl_ray.errors import RunError
 from dp2fl_ray.runtime.pool import WorkerPool
-from dp2fl_ray.runtime.work import TrainResult
+from dp2fl_ray.runtime.work import TrainMeta
 
 
 @dataclass(frozen=True)
 class TrainedCohort:
-    """Per cohort client (cohort order); rows of failed clients are NaN."""
+    """Per cohort client (cohort order); numbers of failed clients are NaN.
 
-    task: np.ndarray  # (m, Dt)
-    data: np.ndarray  # (m, Dd)
+    The trained rows stay in the object store: ``refs`` are the workers' row objects and
+    ``where[k] = (index into refs, row)`` says where client k's rows are (-1, -1 when it failed).
+    """
+
     train_loss: np.ndarray  # (m,)
     start_val_loss: np.ndarray  # (m,)
     start_test_acc: np.ndarray  # (m,)
     n_train: np.ndarray  # (m,)
-    personal_task: np.ndarray | None  # (m, Dt) pFedMe's theta
-    personal_data: np.ndarray | None
     status: np.ndarray  # (m,) "ok" | "error" | "non_finite"
     reason: list[str]
+    refs: list[Any]  # ray.ObjectRef of a work.SliceRows
+    ref_bytes: list[int]  # (len(refs),) bytes of each
+    where: np.ndarray  # (m, 2)
 
     @property
     def ok(self) -> np.ndarray:
@@ -48,25 +52,37 @@ def train_cohort(
     cohort: np.ndarray,
     max_failures: int,
 ) -> TrainedCohort:
-    """Train every slice; isolate errors to single clients; check every result is finite."""
-    results: list[TrainResult | None] = [None] * m  # per client, as 1-row results
+    """Train every slice; isolate errors to single clients; check every result is finite.
+
+    ``submit(worker, s)`` starts the training of cohort positions ``s`` and returns the two
+    references of ``train_rows`` (metadata, rows); only the metadata is fetched here.
+    """
+    metas: list[TrainMeta | None] = [None] * m  # per client, as 1-row metadata
     reason = [""] * m
+    refs: list[Any] = []
+    ref_bytes: list[int] = []
+    where = np.full((m, 2), -1, np.int64)
+
+    def took(s: slice, meta: TrainMeta, rows_ref: Any) -> None:
+        for k in range(s.start, s.stop):
+            metas[k] = _row(meta, k - s.start)
+            where[k] = (len(refs), k - s.start)
+        refs.append(rows_ref)
+        ref_bytes.append(meta.row_bytes)
+
     for s, res in zip(slices, pool.map(submit, slices, return_exceptions=True)):
         if not isinstance(res, BaseException):
-            for k in range(s.start, s.stop):
-                results[k] = _row(res, k - s.start)
+            took(s, *res)
             continue
         singles = [slice(k, k + 1) for k in range(s.start, s.stop)]
         for single, one in zip(singles, pool.map(submit, singles, return_exceptions=True)):
             if isinstance(one, BaseException):
                 reason[single.start] = f"{type(one).__name__}: {str(one).strip().splitlines()[-1][:300]}"
             else:
-                results[single.start] = _row(one, 0)
-    status = np.array(["ok" if r is not None else "error" for r in results], dtype=object)
-    for k, r in enumerate(results):
-        if r is not None and not (
-            np.isfinite(r.train_loss).all() and np.isfinite(r.task).all() and np.isfinite(r.data).all()
-        ):
+                took(single, *one)
+    status = np.array(["ok" if r is not None else "error" for r in metas], dtype=object)
+    for k, r in enumerate(metas):
+        if r is not None and not (np.isfinite(r.train_loss).all() and r.rows_finite.all()):
             status[k], reason[k] = (
                 "non_finite",
                 f"training loss {float(r.train_loss[0]):.4g} or prompts not finite",
@@ -78,37 +94,32 @@ def train_cohort(
             f"round {round_idx}: {len(failed)} of {m} clients failed, more than runtime.max_failures="
             f"{max_failures}: {named}. Lower train.lr for non-finite losses, or raise runtime.max_failures"
         )
-    template = next(r for r in results if r is not None)
+    template = next(r for r in metas if r is not None)
     return TrainedCohort(
-        task=_stack([r.task if r else None for r in results], template.task),
-        data=_stack([r.data if r else None for r in results], template.data),
-        train_loss=_stack([r.train_loss if r else None for r in results], template.train_loss),
-        start_val_loss=_stack([r.start_val_loss if r else None for r in results], template.start_val_loss),
-        start_test_acc=_stack([r.start_test_acc if r else None for r in results], template.start_test_acc),
-        n_train=np.array([int(r.n_train[0]) if r else 0 for r in results]),
-        personal_task=None if template.personal_task is None
-        else _stack([r.personal_task if r else None for r in results], template.personal_task),
-        personal_data=None if template.personal_data is None
-        else _stack([r.personal_data if r else None for r in results], template.personal_data),
+        train_loss=_stack([r.train_loss if r else None for r in metas], template.train_loss),
+        start_val_loss=_stack([r.start_val_loss if r else None for r in metas], template.start_val_loss),
+        start_test_acc=_stack([r.start_test_acc if r else None for r in metas], template.start_test_acc),
+        n_train=np.array([int(r.n_train[0]) if r else 0 for r in metas]),
         status=status,
         reason=reason,
-    )  # fmt: skip
+        refs=refs,
+        ref_bytes=ref_bytes,
+        where=where,
+    )
 
 
-def _row(result: TrainResult, k: int) -> TrainResult:
-    """Client k of a slice's result, as a one-row result."""
+def _row(meta: TrainMeta, k: int) -> TrainMeta:
+    """Client k of a slice's metadata, as one-row metadata."""
     pick = slice(k, k + 1)
-    return TrainResult(
-        client_ids=result.client_ids[pick],
-        task=result.task[pick],
-        data=result.data[pick],
-        train_loss=result.train_loss[pick],
-        start_val_loss=result.start_val_loss[pick],
-        start_test_acc=result.start_test_acc[pick],
-        n_train=result.n_train[pick],
-        seconds=result.seconds,
-        personal_task=None if result.personal_task is None else result.personal_task[pick],
-        personal_data=None if result.personal_data is None else result.personal_data[pick],
+    return TrainMeta(
+        client_ids=meta.client_ids[pick],
+        train_loss=meta.train_loss[pick],
+        start_val_loss=meta.start_val_loss[pick],
+        start_test_acc=meta.start_test_acc[pick],
+        n_train=meta.n_train[pick],
+        rows_finite=meta.rows_finite[pick],
+        row_bytes=meta.row_bytes,
+        seconds=meta.seconds,
     )
 
 

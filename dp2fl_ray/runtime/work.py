@@ -3,6 +3,9 @@
 A worker holds the frozen backbone, the data source and the partitioner, built once. Work
 arrives as stateless requests (client ids plus prompt rows) and leaves as results carrying
 everything it produced, so any worker can run any slice and a lost slice is simply rerun.
+In a round the rows come and go as ``SliceRows`` by object reference (``movement.py``):
+``train_rows`` answers with two objects, ``TrainMeta`` for the driver and the trained
+``SliceRows`` for the aggregator.
 """
 
 from __future__ import annotations
@@ -45,6 +48,36 @@ class TrainResult:
     seconds: float
     personal_task: np.ndarray | None = None  # rows the method personalised (pFedMe's theta)
     personal_data: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class SliceRows:
+    """Rows of a slice's clients (slice order), moved between the aggregator and the workers by
+    object reference: start rows to a worker, trained rows back, personal rows to evaluation."""
+
+    task: np.ndarray  # (B, Dt')
+    data: np.ndarray  # (B, Dd')
+    personal_task: np.ndarray | None = None  # (B, Dt') rows a method's training personalised
+    personal_data: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        extra = [a for a in (self.personal_task, self.personal_data) if a is not None]
+        return int(self.task.nbytes + self.data.nbytes + sum(a.nbytes for a in extra))
+
+
+@dataclass(frozen=True)
+class TrainMeta:
+    """What the driver reads of a slice's training (per client, request order): no rows."""
+
+    client_ids: np.ndarray  # (B,) int64
+    train_loss: np.ndarray  # (B,)
+    start_val_loss: np.ndarray  # (B,)
+    start_test_acc: np.ndarray  # (B,)
+    n_train: np.ndarray  # (B,)
+    rows_finite: np.ndarray  # (B,) bool: the client's trained task and data rows are finite
+    row_bytes: int  # bytes of the SliceRows returned beside this
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -231,6 +264,52 @@ class WorkerCore:
             personal_task=None if out.personal_task is None else out.personal_task.numpy(),
             personal_data=None if out.personal_data is None else out.personal_data.numpy(),
         )
+
+    def train_rows(
+        self,
+        round_idx: int,
+        client_ids: Sequence[int],
+        start: SliceRows,
+        lo: int,
+        need_start_loss: Sequence[bool],
+        need_start_acc: Sequence[bool] | None = None,
+    ) -> tuple[TrainMeta, SliceRows]:
+        """``train_slice`` for clients ``lo ..`` of a block of start rows (a whole slice, or one
+        client of it when a failed slice is re-run client by client); the trained rows come
+        back apart from the metadata, so the driver can pass them on without reading them."""
+        hi = lo + len(client_ids)
+        res = self.train_slice(
+            round_idx, client_ids, start.task[lo:hi], start.data[lo:hi], need_start_loss, need_start_acc
+        )
+        rows = SliceRows(res.task, res.data, res.personal_task, res.personal_data)
+        finite = np.isfinite(res.task).all(axis=1) & np.isfinite(res.data).all(axis=1)
+        meta = TrainMeta(
+            res.client_ids, res.train_loss, res.start_val_loss, res.start_test_acc, res.n_train,
+            finite, rows.nbytes, res.seconds,
+        )  # fmt: skip
+        return meta, rows
+
+    def evaluate_rows(
+        self,
+        rows: SliceRows,
+        set_clients: Sequence[int],
+        split: str,
+        pairs: np.ndarray,
+        keep_predictions: bool = False,
+    ) -> EvalResult:
+        """``evaluate`` with the model rows given as one ``SliceRows`` (by object reference)."""
+        return self.evaluate(rows.task, rows.data, set_clients, split, pairs, keep_predictions)
+
+    def evaluate_own(
+        self, rows: SliceRows, set_clients: Sequence[int], splits: Sequence[tuple[str, bool]]
+    ) -> list[EvalResult]:
+        """Each client's own model row (pairs (k, k)) on each ``(split, keep predictions)``, in
+        order: one call for a slice's validation and test evaluations, so its rows come once."""
+        n = len(set_clients)
+        diagonal = np.stack([np.arange(n), np.arange(n)], axis=1)  # (n, 2)
+        return [
+            self.evaluate(rows.task, rows.data, set_clients, split, diagonal, keep) for split, keep in splits
+        ]
 
     def evaluate(
         self,

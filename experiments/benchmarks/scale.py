@@ -1,11 +1,13 @@
-"""Scale: does the cost outside the backbone stay flat as the population grows to 10^7?
+"""Scale: does the cost outside the backbone stay flat as the population grows to 10^8, and per
+client as the cohort grows to 10^4?
 
     .venv/bin/python experiments/benchmarks/scale.py [--quick] [--reps 2] [--no-large]
+        [--populations 1000,100000000] [--backends sharded] [--no-cohorts] [--merge]
 
 DP2FL with a really tiny CLIP (hidden 32, 1 layer, 8x8 images in 4x4 patches, prompts of
 one token at depth 1) on the synthetic source, iid, 8 samples a client, one local epoch,
 no held-out clients: a round costs seconds, so what is *not* the backbone shows. For each
-population (10^3, 10^5, 10^7; cohort 100, 3 rounds) and each client store (``sharded``
+population (10^3, 10^5, 10^7, 10^8; cohort 100, 3 rounds) and each client store (``sharded``
 and ``memory``), one fresh child process runs ``run_experiment`` on its own local Ray
 (2 workers x 1 CPU) and reports:
 
@@ -27,7 +29,16 @@ and ``memory``), one fresh child process runs ``run_experiment`` on its own loca
 Points are interleaved (rep 1 of every point, then rep 2, ...) because the machine is
 shared; tables quote medians over reps of per-run medians over rounds, and ratios to 10^3.
 Then, unless ``--no-large``, one larger end-to-end point: population 10^7, cohort 1,000,
-``federation.max_eval_models: 16``, 1 round, sharded store.
+``federation.max_eval_models: 16``, 1 round, sharded store. Then, unless ``--no-cohorts``,
+the cohort axis: population 10^7, cohorts 100, 1,000 and 10,000, ``max_eval_models: 16``,
+2 rounds (round 2 is the steady one), sharded store; reported per client: the overhead
+outside the backbone (``overhead + rest``: sampling, store, aggregation, metrics, movement
+and dispatch) over the cohort, and ``moved_bytes`` / ``driver_bytes`` of the rounds table
+(``runtime/movement.py``).
+
+``--merge`` keeps the rows of an earlier ``scale_runs.parquet`` whose points this run did
+not measure; every row has the ``batch`` (UTC stamp) it was measured in, and ratios are taken
+within one batch only (points measured side by side).
 
 Writes ``results/benchmarks/scale.md`` and ``scale_runs.parquet`` (one row per run).
 """
@@ -50,15 +61,19 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 OUT = REPO / "results" / "benchmarks"
 
-POPULATIONS = (1_000, 100_000, 10_000_000)
+POPULATIONS = (1_000, 100_000, 10_000_000, 100_000_000)
 BACKENDS = ("sharded", "memory")
 COHORT, ROUNDS = 100, 3
 LARGE = {"population": 10_000_000, "cohort": 1_000, "rounds": 1, "max_eval_models": 16, "backend": "sharded"}
+COHORT_AXIS = {"population": 10_000_000, "cohorts": (100, 1_000, 10_000), "rounds": 2, "max_eval_models": 16,
+               "backend": "sharded"}  # fmt: skip
+MOVE_COLUMNS = ("moved_bytes", "driver_bytes")
 OVERHEAD_PARTS = ("start_s", "aggregate_s", "commit_s", "metrics_s")
 BACKBONE_PARTS = ("train_s", "crosseval_s", "eval_s")
 TIME_COLUMNS = ("overhead_s", "remainder_s", "backbone_s", "wall_s", *OVERHEAD_PARTS)
-# Targets of the issue: at the largest population against the smallest.
-MAX_OVERHEAD_RATIO, MAX_DRIVER_RSS = 1.5, 2 * 1024**3
+# Targets of the issue: at the largest population against the smallest; per client at the
+# largest cohort against the smallest.
+MAX_OVERHEAD_RATIO, MAX_DRIVER_RSS, MAX_PER_CLIENT_RATIO = 1.5, 2 * 1024**3, 1.3
 
 
 def point_config(
@@ -111,6 +126,9 @@ def round_overheads(rounds: pd.DataFrame) -> pd.DataFrame:
     out["remainder_s"] = rounds["wall_s"] - out["backbone_s"] - out["overhead_s"] + rounds["metrics_s"]
     for part in (*OVERHEAD_PARTS, "wall_s"):
         out[part] = rounds[part]
+    for col in MOVE_COLUMNS:  # absent from runs of code before the movement accounting
+        if col in rounds:
+            out[col] = rounds[col].astype(float)
     return out
 
 
@@ -309,6 +327,7 @@ def child_main(spec: dict[str, Any], result_path: Path) -> None:
         "rounds_raw": rounds[[*OVERHEAD_PARTS, *BACKBONE_PARTS, "wall_s", "first_time_clients"]].to_dict(
             orient="list"
         ),
+        "batch": spec.get("batch", ""),
     }
     result_path.write_text(json.dumps(result))
 
@@ -349,17 +368,24 @@ def per_run_row(result: dict[str, Any]) -> dict[str, Any]:
     table = pd.DataFrame(result["rounds_table"])
     row = {k: v for k, v in result.items() if k not in ("rounds_table", "rounds_raw")}
     steady = table[table["round"] > 1] if len(table) > 1 else table
-    for col in TIME_COLUMNS:
+    columns = [*TIME_COLUMNS, *(c for c in MOVE_COLUMNS if c in table)]
+    for col in columns:
         row[f"{col}_median"] = float(steady[col].median())
     for _, rd in table.iterrows():
-        for col in TIME_COLUMNS:
+        for col in columns:
             row[f"{col}_r{int(rd['round'])}"] = float(rd[col])
     return row
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (backend, population, cohort): medians over reps, and overhead ratios to the smallest population."""
-    keys = ["backend", "population", "cohort", "rounds"]
+    """Per (batch, backend, population, cohort): medians over reps, overhead ratios to the smallest
+    population and per-client overhead ratios to the smallest cohort, within a batch."""
+    runs = (
+        runs.assign(batch=runs["batch"].fillna("earlier"))
+        if "batch" in runs
+        else runs.assign(batch="earlier")
+    )
+    keys = ["batch", "backend", "population", "cohort", "rounds"]
     numeric = [c for c in runs.columns if c.endswith("_median") or c.endswith("_r1")] + [
         "driver_peak_rss", "driver_rss_before", "aggregator_peak_rss", "store_disk_bytes", "run_s",
     ]  # fmt: skip
@@ -372,10 +398,25 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         out["store_bytes"] == out["clients_stored"] * out["bytes_per_client"]
     )
     out["overhead_ratio"] = float("nan")
-    for (backend, cohort, rounds), group in out.groupby(["backend", "cohort", "rounds"]):
+    for _, group in out.groupby(["batch", "backend", "cohort", "rounds"]):
         base = group.loc[group["population"].idxmin(), "overhead_s_median"]
         out.loc[group.index, "overhead_ratio"] = group["overhead_s_median"] / base
-    return out.sort_values(["cohort", "backend", "population"]).reset_index(drop=True)
+    out["per_client_s"] = (out["overhead_s_median"] + out["remainder_s_median"]) / out["cohort"]
+    out["per_client_ratio"] = float("nan")
+    for _, group in out.groupby(["batch", "backend", "population", "rounds"]):
+        base = group.loc[group["cohort"].idxmin(), "per_client_s"]
+        out.loc[group.index, "per_client_ratio"] = group["per_client_s"] / base
+    return out.sort_values(["cohort", "backend", "population", "batch"]).reset_index(drop=True)
+
+
+def merge_earlier(earlier: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` plus the end-to-end rows of ``earlier`` at points ``runs`` did not measure."""
+    old = earlier[earlier["kind"] == "e2e"].drop(columns=["kind"]).dropna(axis=1, how="all")
+    old = old.assign(batch=old["batch"].fillna("earlier")) if "batch" in old else old.assign(batch="earlier")
+    keys = ["backend", "population", "cohort", "rounds"]
+    measured = set(map(tuple, runs[keys].to_numpy().tolist()))
+    keep = old[[tuple(k) not in measured for k in old[keys].to_numpy().tolist()]]
+    return pd.concat([keep, runs], ignore_index=True)
 
 
 def _mib(x: float) -> str:
@@ -389,7 +430,7 @@ def _ms(x: float) -> str:
 def markdown(summary: pd.DataFrame, store: pd.DataFrame, meta: dict[str, Any]) -> str:
     """The report: the end-to-end sweep, the large point, the store alone, checks against the targets."""
     lines = [
-        "# Scale: cost outside the backbone from 10^3 to 10^7 clients",
+        "# Scale: cost outside the backbone from 10^3 to 10^8 clients, and cohorts to 10^4",
         "",
         f"`experiments/benchmarks/scale.py` ({meta['when']}, {meta['machine']}; {meta['reps']} interleaved "
         "reps per point, each in a fresh process with its own local Ray, 2 workers x 1 CPU). Raw numbers: "
@@ -411,20 +452,24 @@ def markdown(summary: pd.DataFrame, store: pd.DataFrame, meta: dict[str, Any]) -
         "",
         "## End to end (Ray), cohort 100, 3 rounds",
         "",
-        "| store | population | overhead | x 10^3 | start | aggregate | commit | metrics | rest "
+        "`batch`: when the point was measured; `x 10^3` is the ratio to the smallest population of the same batch (10^3 where it was measured) "
+        "(measured side by side).",
+        "",
+        "| batch | store | population | overhead | x 10^3 | start | aggregate | commit | metrics | rest "
         "| backbone | round 1 overhead | driver peak | before | aggregator | clients stored | distinct in `clients` "
         "| bytes/client | store bytes | on-disk bytes | shard files | check |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    sweep = summary[summary["cohort"] == COHORT]
+    sweep = summary[(summary["cohort"] == COHORT) & (summary["rounds"] == ROUNDS)]
     for _, r in sweep.iterrows():
         lines.append(
-            f"| {r['backend']} | {r['population']:,} | {_ms(r['overhead_s_median'])} | {r['overhead_ratio']:.2f} "
+            f"| {r['batch']} | {r['backend']} | {r['population']:,} | {_ms(r['overhead_s_median'])} "
+            f"| {r['overhead_ratio']:.2f} "
             f"| {_ms(r['start_s_median'])} | {_ms(r['aggregate_s_median'])} | {_ms(r['commit_s_median'])} "
             f"| {_ms(r['metrics_s_median'])} | {_ms(r['remainder_s_median'])} | {_ms(r['backbone_s_median'])} "
             f"| {_ms(r['overhead_s_r1'])} | {_mib(r['driver_peak_rss'])} | {_mib(r['driver_rss_before'])} | {_mib(r['aggregator_peak_rss'])} "
-            f"| {r['clients_stored']:,} | {r['distinct_clients']:,} | {r['bytes_per_client']:,} "
-            f"| {r['store_bytes']:,} | {r['store_disk_bytes']:,.0f} | {r['store_files']:,} "
+            f"| {int(r['clients_stored']):,} | {int(r['distinct_clients']):,} | {int(r['bytes_per_client']):,} "
+            f"| {int(r['store_bytes']):,} | {r['store_disk_bytes']:,.0f} | {int(r['store_files']):,} "
             f"| {'ok' if r['store_check'] else 'FAIL'} |"
         )
     lines += [
@@ -433,7 +478,10 @@ def markdown(summary: pd.DataFrame, store: pd.DataFrame, meta: dict[str, Any]) -
         "`clients_stored` x `bytes_per_client`.",
         "",
     ]
-    large = summary[summary["cohort"] != COHORT]
+    axis = summary[summary["rounds"] == COHORT_AXIS["rounds"]]
+    if not axis.empty:
+        lines += cohort_axis_lines(axis)
+    large = summary[summary["rounds"] == LARGE["rounds"]]
     if not large.empty:
         lines += ["## Largest run end to end", ""]
         for _, r in large.iterrows():
@@ -472,8 +520,10 @@ def markdown(summary: pd.DataFrame, store: pd.DataFrame, meta: dict[str, Any]) -
             )
         lines.append("")
     lines += ["## Against the targets", ""]
-    for backend in sorted(sweep["backend"].unique()):
-        part = sweep[sweep["backend"] == backend]
+    batches = sorted(set(sweep["batch"]) - {"earlier"}) or ["earlier"]
+    latest = sweep[sweep["batch"] == batches[-1]]  # the newest batch: its points were measured side by side
+    for backend in sorted(latest["backend"].unique()):
+        part = latest[latest["backend"] == backend]
         big = part.loc[part["population"].idxmax()]
         ok_ratio = big["overhead_ratio"] <= MAX_OVERHEAD_RATIO
         ok_rss = part["driver_peak_rss"].max() <= MAX_DRIVER_RSS
@@ -484,8 +534,46 @@ def markdown(summary: pd.DataFrame, store: pd.DataFrame, meta: dict[str, Any]) -
             f"{'met' if ok_rss else 'MISSED'}); store bytes = touched clients x bytes per client: "
             f"{'met' if part['store_check'].all() else 'MISSED'}."
         )
+    if not axis.empty:
+        big, small = axis.loc[axis["cohort"].idxmax()], axis.loc[axis["cohort"].idxmin()]
+        ok = big["per_client_ratio"] <= MAX_PER_CLIENT_RATIO
+        lines.append(
+            f"- cohort axis: per-client overhead at cohort {big['cohort']:,} / at {small['cohort']:,} = "
+            f"{big['per_client_ratio']:.2f} (target <= {MAX_PER_CLIENT_RATIO}: {'met' if ok else 'MISSED'}); "
+            f"driver peak RSS at most {_mib(axis['driver_peak_rss'].max())} MiB (target <= 2048: "
+            f"{'met' if axis['driver_peak_rss'].max() <= MAX_DRIVER_RSS else 'MISSED'}); aggregator peak "
+            f"{_mib(small['aggregator_peak_rss'])} -> {_mib(big['aggregator_peak_rss'])} MiB."
+        )
     lines += ["", meta.get("reading", "").strip(), ""]
     return "\n".join(lines)
+
+
+def cohort_axis_lines(axis: pd.DataFrame) -> list[str]:
+    """The cohort-axis section: per-client overhead, movement and memory by cohort."""
+    lines = [
+        "## Cohort axis: population 10^7, `max_eval_models` 16, 2 rounds (round 2 reported), sharded store",
+        "",
+        "`per client` = (`overhead` + `rest`) / cohort, in microseconds: everything outside the backbone "
+        "(sampling, store reads and writes, aggregation, metrics, row movement, Ray dispatch); `x 100` is its "
+        "ratio to cohort 100 in the same batch. `moved` = the round's `moved_bytes` (`runtime/movement.py`), "
+        "`driver` = its `driver_bytes` (what went through the driver: no client row), `moved/client` = "
+        "`moved_bytes` / cohort.",
+        "",
+        "| batch | cohort | per client us | x 100 | overhead ms | start | aggregate | commit | metrics | rest "
+        "| backbone s | moved MiB | moved/client KiB | driver MiB | driver peak MiB | aggregator MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for _, r in axis.sort_values(["batch", "cohort"]).iterrows():
+        moved = r.get("moved_bytes_median", float("nan"))
+        driver = r.get("driver_bytes_median", float("nan"))
+        lines.append(
+            f"| {r['batch']} | {r['cohort']:,} | {1e6 * r['per_client_s']:,.0f} | {r['per_client_ratio']:.2f} "
+            f"| {_ms(r['overhead_s_median'])} | {_ms(r['start_s_median'])} | {_ms(r['aggregate_s_median'])} "
+            f"| {_ms(r['commit_s_median'])} | {_ms(r['metrics_s_median'])} | {_ms(r['remainder_s_median'])} "
+            f"| {r['backbone_s_median']:,.1f} | {moved / 2**20:,.1f} | {moved / r['cohort'] / 1024:,.1f} "
+            f"| {driver / 2**20:,.2f} | {_mib(r['driver_peak_rss'])} | {_mib(r['aggregator_peak_rss'])} |"
+        )
+    return [*lines, ""]
 
 
 def main() -> None:
@@ -506,6 +594,14 @@ def main() -> None:
         "--work", type=Path, default=REPO / "results" / "runs" / "scale", help="run directories"
     )
     parser.add_argument("--reading", type=Path, help="a Markdown file of commentary appended to the report")
+    parser.add_argument("--populations", help="comma-separated populations of the sweep (default: all)")
+    parser.add_argument("--backends", help="comma-separated stores of the sweep (default: sharded,memory)")
+    parser.add_argument("--no-cohorts", action="store_true", help="skip the cohort axis (cohorts to 10^4)")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep an earlier scale_runs.parquet's points this run did not measure",
+    )
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite scale.md from scale_runs.parquet (no runs)"
     )
@@ -517,6 +613,11 @@ def main() -> None:
         out = args.out or OUT
         raw = pd.read_parquet(out / "scale_runs.parquet")
         runs = raw[raw["kind"] == "e2e"].dropna(axis=1, how="all")
+        runs = (
+            runs.assign(batch=runs["batch"].fillna("earlier"))
+            if "batch" in runs
+            else runs.assign(batch="earlier")
+        )
         store_rows = raw[raw["kind"] == "store"].dropna(axis=1, how="all")
         for col in ("population", "cohort", "rounds", "rep", "clients_stored", "distinct_clients", "bytes_per_client",
                     "store_bytes", "store_files"):  # fmt: skip
@@ -535,8 +636,13 @@ def main() -> None:
         return
 
     populations, backends, reps = POPULATIONS, BACKENDS, args.reps
+    if args.populations:
+        populations = tuple(int(p) for p in args.populations.split(","))
+    if args.backends:
+        backends = tuple(args.backends.split(","))
+    cohorts: tuple[int, ...] = () if args.no_cohorts else tuple(COHORT_AXIS["cohorts"])  # type: ignore[arg-type]
     if args.quick:
-        populations, backends, reps = (1_000, 100_000), ("sharded",), 1
+        populations, backends, reps, cohorts = (1_000, 100_000), ("sharded",), 1, (20, 60)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     work = args.work / stamp
     work.mkdir(parents=True, exist_ok=True)
@@ -554,9 +660,13 @@ def main() -> None:
                               "rep": rep, "max_eval_models": 0})  # fmt: skip
     if not (args.quick or args.no_large):
         specs.append({**LARGE, "rep": 1})
+    axis = {k: v for k, v in COHORT_AXIS.items() if k != "cohorts"}
+    if args.quick:
+        axis["population"] = 100_000
+    specs += [{**axis, "cohort": c, "rep": 1} for c in cohorts]
     rows = []
     for spec in specs:
-        spec = {**spec, "out_dir": str(work),
+        spec = {**spec, "out_dir": str(work), "batch": stamp,
                 "run_name": f"{spec['backend']}-{spec['population']}-{spec['cohort']}-r{spec['rep']}"}  # fmt: skip
         t = time.perf_counter()
         result = run_point(spec, work, timeout_s=1800)
@@ -570,9 +680,11 @@ def main() -> None:
             flush=True,
         )
     runs = pd.DataFrame(rows)
+    name = "scale_quick" if args.quick else "scale"
+    if args.merge and (out / f"{name}_runs.parquet").is_file():
+        runs = merge_earlier(pd.read_parquet(out / f"{name}_runs.parquet"), runs)
     summary = summarise(runs)
     print(summary.to_string(), flush=True)
-    name = "scale_quick" if args.quick else "scale"
     raw = pd.concat([runs.assign(kind="e2e"), store_rows.assign(kind="store")], ignore_index=True)
     meta = {
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
