@@ -97,8 +97,9 @@ def test_cohort_axis_configs_are_valid_up_to_ten_thousand(scale) -> None:  # typ
 
 
 def test_per_client_overhead_is_compared_within_a_batch_and_merges_keep_unmeasured_points(scale) -> None:  # type: ignore[no-untyped-def]
-    base = {"backend": "sharded", "population": 10**7, "rounds": 2, "backbone_s_median": 1.0, "wall_s_median": 1.0,
-            "driver_peak_rss": 1, "driver_rss_before": 1, "aggregator_peak_rss": 1, "store_disk_bytes": 1,
+    base = {"backend": "sharded", "population": 10**7, "rounds": 2, "backbone_s_median": 1.0,
+            "wall_s_median": 1.0, "driver_peak_rss": 1, "driver_rss_before": 1, "aggregator_peak_rss": 1,
+            "store_disk_bytes": 1,
             "run_s": 1.0, "bytes_per_client": 10, "store_files": 1, "remainder_s_median": 0.0}  # fmt: skip
     runs = pd.DataFrame([
         {**base, "batch": "b", "cohort": 100, "overhead_s_median": 0.1, "clients_stored": 100,

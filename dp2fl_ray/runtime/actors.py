@@ -8,7 +8,7 @@ object store and fetches the workers' rows itself (``movement.py``), so the core
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import ray
@@ -92,9 +92,11 @@ def start_workers(config_dict: dict[str, Any], runtime: Any, run_id: str) -> lis
         "runtime_env": {"env_vars": forwarded_env()},
     }
     return [
-        BackboneWorker.options(
+        cast(Any, BackboneWorker)
+        .options(  # ray.remote's class decorator is typed as the class itself
             name=f"dp2fl:{run_id}:worker-{i}", scheduling_strategy=worker_placement(i), **options
-        ).remote(config_dict, threads)
+        )
+        .remote(config_dict, threads)
         for i in range(runtime.workers)
     ]
 
@@ -130,9 +132,13 @@ def start_aggregator(
     it must not wander)."""
     here = ray.get_runtime_context().get_node_id()
     env = forwarded_env()  # the store's S3 endpoint and credentials
-    return Aggregator.options(
-        name=f"dp2fl:{run_id}:aggregator",
-        num_cpus=0,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
-        **({"runtime_env": {"env_vars": env}} if env else {}),
-    ).remote(algorithm, initial_task, initial_data, store, store_uri)
+    return (
+        cast(Any, Aggregator)
+        .options(  # as above
+            name=f"dp2fl:{run_id}:aggregator",
+            num_cpus=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
+            **({"runtime_env": {"env_vars": env}} if env else {}),
+        )
+        .remote(algorithm, initial_task, initial_data, store, store_uri)
+    )

@@ -34,7 +34,7 @@ from dp2fl_ray.algorithms.base import (
 from dp2fl_ray.algorithms.registry import build_algorithm
 from dp2fl_ray.config import AlgorithmConfig, StoreConfig
 from dp2fl_ray.runtime.work import SliceRows
-from dp2fl_ray.state import ClientState, ClientStore, InMemoryClientStore, open_store
+from dp2fl_ray.state import ClientState, ClientStore, open_store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,7 +85,7 @@ class AggregatorCore:
         self.initial_data = np.asarray(initial_data, np.float32).copy()
         self.global_task = self.initial_task.copy()
         self.global_data = self.initial_data.copy()
-        self.store: ClientStore = open_store(store, store_uri) if store is not None else InMemoryClientStore()
+        self.store: ClientStore = open_store(store if store is not None else StoreConfig(), store_uri)
         self.rounds_done = 0
         self.rounds_seen: dict[int, int] = {}
         self.early: EarlyAggregation | None = None

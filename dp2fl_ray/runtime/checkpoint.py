@@ -91,7 +91,8 @@ def read_checkpoint_folder(folder: Path, run_dir: Path | None = None) -> dict[st
     if manifest.get("format") != FORMAT:
         _refuse_pickles(folder, run_dir or folder.parent, str(manifest.get("file", "")))
         raise CheckpointError(
-            f"checkpoint manifest {manifest_path} has format {manifest.get('format')!r}, expected {FORMAT!r}; {fix}"
+            f"checkpoint manifest {manifest_path} has format {manifest.get('format')!r}, "
+            f"expected {FORMAT!r}; {fix}"
         )
     payloads = _verified_payloads(folder, manifest, fix)
     json_name = next(n for n in payloads if n.endswith(".json"))
@@ -146,7 +147,8 @@ def _refuse_pickles(folder: Path, run_dir: Path, named: str = "") -> None:
         file = folder / named if named.endswith(".pkl") else pickles[-1]
         raise CheckpointError(
             f"checkpoint {file} is a pickle, written by an older dp2fl-ray; a pickle can run any code "
-            f"when loaded, so it is never read. Start the run again (dp2fl-ray run {Path(run_dir) / 'config.yaml'}"
+            "when loaded, so it is never read. Start the run again "
+            f"(dp2fl-ray run {Path(run_dir) / 'config.yaml'}"
             " --name NEW_NAME); new checkpoints are safetensors + JSON"
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 
 from tqdm.auto import tqdm
+from typing_extensions import Self
 
 
 class RoundProgress:
@@ -21,7 +22,7 @@ class RoundProgress:
         self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", global_acc=f"{global_acc:.3f}")
         self.bar.update(1)
 
-    def __enter__(self) -> RoundProgress:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -139,7 +139,8 @@ def rounds_frame(o: RoundOutcome, moved: dict[str, int] | None = None) -> pd.Dat
         "evaluated": o.evaluated,
         "val_loss": float(np.mean(val["loss"])),
         "personalized_acc": float(np.mean(test["acc"])),
-        "personalized_micro_f1": float(np.nanmean(test["micro"])) if o.personal_test is not None else float("nan"),
+        "personalized_micro_f1": float("nan") if o.personal_test is None
+        else float(np.nanmean(test["micro"])),
         "global_acc": float("nan") if o.global_test is None
         else float(np.mean(o.global_test.correct / np.maximum(o.global_test.count, 1))),
         "client_updates_per_s": len(o.cohort) / wall if wall > 0 else float("nan"),

@@ -63,7 +63,8 @@ def check_config_unchanged(run_dir: Path, config: ExperimentConfig, checkpoint: 
     changes = config_diff(before, config_to_dict(config)) if isinstance(before, Mapping) else []
     listed = "; ".join(changes) or "(the checkpoint holds no config to compare)"
     raise CheckpointError(
-        f"{Path(run_dir) / 'config.yaml'} changed since the checkpoint of round {checkpoint['round']}: {listed}. "
+        f"{Path(run_dir) / 'config.yaml'} changed since the checkpoint of round "
+        f"{checkpoint['round']}: {listed}. "
         "A resumed run must keep its config: undo the edit, or start a new run with the new config"
     )
 

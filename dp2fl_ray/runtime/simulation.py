@@ -208,13 +208,15 @@ def check_pool_fits(cluster: dict[str, float], workers: int, cpus: float, gpus: 
     need_cpu, have_cpu = workers * cpus, cluster.get("CPU", 0.0)
     if need_cpu > have_cpu:
         raise ConfigError(
-            "runtime.workers", workers, f"workers x runtime.cpus_per_worker <= {have_cpu:g} CPUs of this cluster",
+            "runtime.workers", workers,
+            f"workers x runtime.cpus_per_worker <= {have_cpu:g} CPUs of this cluster",
             f"{workers} x {cpus:g} = {need_cpu:g}; lower runtime.workers or runtime.cpus_per_worker",
         )  # fmt: skip
     need_gpu, have_gpu = workers * gpus, cluster.get("GPU", 0.0)
     if need_gpu > have_gpu:
         raise ConfigError(
-            "runtime.gpus_per_worker", gpus, f"workers x gpus_per_worker <= {have_gpu:g} GPUs of this cluster",
+            "runtime.gpus_per_worker", gpus,
+            f"workers x gpus_per_worker <= {have_gpu:g} GPUs of this cluster",
             "set runtime.gpus_per_worker: 0 to run on CPUs",
         )  # fmt: skip
 
@@ -261,7 +263,8 @@ class Simulation:
         self.clients_per_slice = min(rt.clients_per_slice, capacity["clients"])
         if self.clients_per_slice < rt.clients_per_slice:
             log.info(
-                "slices of %d clients (runtime.clients_per_slice %d): a client's step takes %.1f MiB of %.1f MiB",
+                "slices of %d clients (runtime.clients_per_slice %d): "
+                "a client's step takes %.1f MiB of %.1f MiB",
                 self.clients_per_slice, rt.clients_per_slice, capacity["bytes_per_client"] / 2**20,
                 capacity["budget_bytes"] / 2**20,
             )  # fmt: skip

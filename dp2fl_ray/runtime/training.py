@@ -2,9 +2,10 @@
 
 The trained rows stay out of the driver: each slice's work answers with its metadata (read
 here) and a reference to its rows (handed to the aggregator). A slice whose work raises is
-re-run client by client, so one bad client cannot take its slice-mates down; a client whose training raises, or whose loss or prompts are not finite,
-is marked failed and kept out of the aggregate. Past ``runtime.max_failures`` failed
-clients the round stops with the round and the clients named.
+re-run client by client, so one bad client cannot take its slice-mates down; a client
+whose training raises, or whose loss or prompts are not finite, is marked failed and kept
+out of the aggregate. Past ``runtime.max_failures`` failed clients the round stops with the
+round and the clients named.
 """
 
 from __future__ import annotations

@@ -92,7 +92,8 @@ def _encode(value: Any, path: str, tensors: dict[str, np.ndarray]) -> Any:
                   for f in dataclasses.fields(value)}  # fmt: skip
         return {TAG: "record", "type": name, "fields": fields}
     raise TreeCodecError(
-        f"checkpoint state at '{path}' is a {type(value).__module__}.{type(value).__qualname__}; a checkpoint "
+        f"checkpoint state at '{path}' is a {type(value).__module__}.{type(value).__qualname__}; "
+        "a checkpoint "
         "holds dicts, lists, tuples, numpy arrays, numbers, strings and None (add a frozen dataclass to "
         "tree_codec.RECORDS to store it)"
     )

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -137,7 +137,8 @@ class WorkerCore:
             dominant_fraction=p.dominant_fraction, val_fraction=p.val_fraction,
             test_fraction=p.test_fraction, samples_per_client=p.samples_per_client,
         )  # fmt: skip
-        texts = list(self.source.train.inputs) if self.source.modality == "text" else []
+        # text inputs are a numpy object array of str (data/base.py)
+        texts = list(cast(np.ndarray, self.source.train.inputs)) if self.source.modality == "text" else []
         self.model = build_model(
             cfg.model, self.source.class_names, texts=texts, gpus_per_worker=cfg.runtime.gpus_per_worker
         )  # texts: a tiny model's vocabulary

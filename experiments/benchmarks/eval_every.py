@@ -75,8 +75,9 @@ def same_numbers(runs: pd.DataFrame, every: int) -> bool:
         a = runs[(runs["method"] == method) & (runs["every"] == 1) & (runs["rep"] == "r1")]
         b = runs[(runs["method"] == method) & (runs["every"] == every) & (runs["rep"] == "r1")]
         kept = b[b["evaluated"]]["round"]
-        ok &= bool(np.array_equal(a.set_index("round").loc[kept, cols].to_numpy(),
-                                  b.set_index("round").loc[kept, cols].to_numpy(), equal_nan=True))  # fmt: skip
+        before = a.set_index("round").loc[kept, cols].to_numpy()
+        after = b.set_index("round").loc[kept, cols].to_numpy()
+        ok &= bool(np.array_equal(before, after, equal_nan=True))
     return ok
 
 
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         "# What `federation.eval_every` saves",
         "",
         (
-            f"Written by `experiments/benchmarks/eval_every.py{' --quick' if args.quick else ''}` on {stamp}; "
+            f"Written by `experiments/benchmarks/eval_every.py{' --quick' if args.quick else ''}` "
+            f"on {stamp}; "
             f"{os.cpu_count()} CPU cores shared with other work (noisy); {workload}, {rounds} rounds, "
             f"2 held-out clients, {args.reps} interleaved rep(s), medians. Seconds are the `rounds` table's "
             "`wall_s` summed over rounds (start-up apart); quote the ratios."

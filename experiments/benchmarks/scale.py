@@ -104,7 +104,7 @@ def point_config(
             "rounds": rounds,
             "new_clients": 0,
             "max_eval_models": max_eval_models,
-        },  # fmt: skip
+        },
         "train": {"local_epochs": 1, "batch_size": 8},
         "runtime": {"workers": 2, "cpus_per_worker": 1, "clients_per_slice": 64},
         "store": {"backend": backend},
@@ -354,7 +354,9 @@ def run_point(spec: dict[str, Any], work: Path, timeout_s: float) -> dict[str, A
         "--result",
         str(result_path),
     ]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s)
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
+    )
     if proc.returncode != 0 or not result_path.is_file():
         tail = (proc.stdout + proc.stderr)[-3000:]
         raise RuntimeError(f"point {spec['run_name']} failed (rc {proc.returncode}):\n{tail}")
@@ -386,7 +388,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         else runs.assign(batch="earlier")
     )
     keys = ["batch", "backend", "population", "cohort", "rounds"]
-    numeric = [c for c in runs.columns if c.endswith("_median") or c.endswith("_r1")] + [
+    numeric = [c for c in runs.columns if c.endswith(("_median", "_r1"))] + [
         "driver_peak_rss", "driver_rss_before", "aggregator_peak_rss", "store_disk_bytes", "run_s",
     ]  # fmt: skip
     med = runs.groupby(keys)[numeric].median()
@@ -432,32 +434,40 @@ def markdown(summary: pd.DataFrame, store: pd.DataFrame, meta: dict[str, Any]) -
     lines = [
         "# Scale: cost outside the backbone from 10^3 to 10^8 clients, and cohorts to 10^4",
         "",
-        f"`experiments/benchmarks/scale.py` ({meta['when']}, {meta['machine']}; {meta['reps']} interleaved "
-        "reps per point, each in a fresh process with its own local Ray, 2 workers x 1 CPU). Raw numbers: "
-        f"`{meta['parquet']}` (one row per run, `kind` = `e2e` or `store`).",
+        (
+            f"`experiments/benchmarks/scale.py` ({meta['when']}, {meta['machine']}; {meta['reps']} interleaved "
+            "reps per point, each in a fresh process with its own local Ray, 2 workers x 1 CPU). Raw numbers: "
+            f"`{meta['parquet']}` (one row per run, `kind` = `e2e` or `store`)."
+        ),
         "",
-        "Workload: DP2FL, tiny random CLIP (hidden 32, 1 layer, 2 heads, projection 16, 8x8 images in 4x4 "
-        "patches; prompts n_ctx 1, depth 1: a data prompt of 1,056 floats), synthetic source, iid, 8 train "
-        "samples a client, 1 local epoch, cohort 100, 3 rounds, no held-out clients, no checkpoints, store "
-        "defaults (`shard_size` 4096, `cache_shards` 16). Times in ms are medians over reps of each run's median "
-        "over rounds 2-3; round 1 is shown apart (`round 1`: its `start_s` also waits for the aggregator "
-        "actor to start, about a second). `overhead` = `start_s + aggregate_s + commit_s + metrics_s` "
-        "(sampling + store reads, aggregation, store writes, metrics writes); `rest` = `wall_s - train_s - "
-        "crosseval_s - eval_s - start_s - aggregate_s - commit_s` (Ray dispatch, driver bookkeeping; "
-        "`metrics_s` is timed after `wall_s` stops, so it is not subtracted); `backbone` = `train_s + "
-        "crosseval_s + eval_s`. "
-        "RSS in MiB: `driver peak` is `ru_maxrss` of the driver process, `before` its RSS after the "
-        "imports and `ray.init`, just before the run; `aggregator` is the `VmHWM` of the `ray::Aggregator` "
-        "process.",
+        (
+            "Workload: DP2FL, tiny random CLIP (hidden 32, 1 layer, 2 heads, projection 16, 8x8 images in 4x4 "
+            "patches; prompts n_ctx 1, depth 1: a data prompt of 1,056 floats), synthetic source, iid, 8 train "
+            "samples a client, 1 local epoch, cohort 100, 3 rounds, no held-out clients, no checkpoints, store "
+            "defaults (`shard_size` 4096, `cache_shards` 16). Times in ms are medians over reps of each run's median "
+            "over rounds 2-3; round 1 is shown apart (`round 1`: its `start_s` also waits for the aggregator "
+            "actor to start, about a second). `overhead` = `start_s + aggregate_s + commit_s + metrics_s` "
+            "(sampling + store reads, aggregation, store writes, metrics writes); `rest` = `wall_s - train_s - "
+            "crosseval_s - eval_s - start_s - aggregate_s - commit_s` (Ray dispatch, driver bookkeeping; "
+            "`metrics_s` is timed after `wall_s` stops, so it is not subtracted); `backbone` = `train_s + "
+            "crosseval_s + eval_s`. "
+            "RSS in MiB: `driver peak` is `ru_maxrss` of the driver process, `before` its RSS after the "
+            "imports and `ray.init`, just before the run; `aggregator` is the `VmHWM` of the `ray::Aggregator` "
+            "process."
+        ),
         "",
         "## End to end (Ray), cohort 100, 3 rounds",
         "",
-        "`batch`: when the point was measured; `x 10^3` is the ratio to the smallest population of the same batch (10^3 where it was measured) "
-        "(measured side by side).",
+        (
+            "`batch`: when the point was measured; `x 10^3` is the ratio to the smallest population of the same batch (10^3 where it was measured) "
+            "(measured side by side)."
+        ),
         "",
-        "| batch | store | population | overhead | x 10^3 | start | aggregate | commit | metrics | rest "
-        "| backbone | round 1 overhead | driver peak | before | aggregator | clients stored | distinct in `clients` "
-        "| bytes/client | store bytes | on-disk bytes | shard files | check |",
+        (
+            "| batch | store | population | overhead | x 10^3 | start | aggregate | commit | metrics | rest "
+            "| backbone | round 1 overhead | driver peak | before | aggregator | clients stored | distinct in `clients` "
+            "| bytes/client | store bytes | on-disk bytes | shard files | check |"
+        ),
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     sweep = summary[(summary["cohort"] == COHORT) & (summary["rounds"] == ROUNDS)]
@@ -474,8 +484,10 @@ def markdown(summary: pd.DataFrame, store: pd.DataFrame, meta: dict[str, Any]) -
         )
     lines += [
         "",
-        "`check`: `clients_stored` = distinct clients in the `clients` table, and `store_bytes` = "
-        "`clients_stored` x `bytes_per_client`.",
+        (
+            "`check`: `clients_stored` = distinct clients in the `clients` table, and `store_bytes` = "
+            "`clients_stored` x `bytes_per_client`."
+        ),
         "",
     ]
     axis = summary[summary["rounds"] == COHORT_AXIS["rounds"]]
@@ -502,13 +514,17 @@ def markdown(summary: pd.DataFrame, store: pd.DataFrame, meta: dict[str, Any]) -
         lines += [
             "## The store alone (no Ray, in process)",
             "",
-            f"`AggregatorCore.start_round` + `commit` (the package's code; what `start_s` and `commit_s` time, "
-            f"less the Ray call) with random cohorts of 100, {meta['store_rounds']} rounds, random data prompts "
-            "of 1,056 floats; medians over rounds 2.. (round 1 has nothing to read back) and over reps. Shard "
-            "reads and writes are Parquet file reads and writes per round.",
+            (
+                f"`AggregatorCore.start_round` + `commit` (the package's code; what `start_s` and `commit_s` time, "
+                f"less the Ray call) with random cohorts of 100, {meta['store_rounds']} rounds, random data prompts "
+                "of 1,056 floats; medians over rounds 2.. (round 1 has nothing to read back) and over reps. Shard "
+                "reads and writes are Parquet file reads and writes per round."
+            ),
             "",
-            "| store | population | start ms | commit ms | x 10^3 | shards touched | shard reads | shard writes "
-            "| clients stored | on-disk bytes |",
+            (
+                "| store | population | start ms | commit ms | x 10^3 | shards touched | shard reads | shard writes "
+                "| clients stored | on-disk bytes |"
+            ),
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for _, r in store.iterrows():
@@ -553,14 +569,18 @@ def cohort_axis_lines(axis: pd.DataFrame) -> list[str]:
     lines = [
         "## Cohort axis: population 10^7, `max_eval_models` 16, 2 rounds (round 2 reported), sharded store",
         "",
-        "`per client` = (`overhead` + `rest`) / cohort, in microseconds: everything outside the backbone "
-        "(sampling, store reads and writes, aggregation, metrics, row movement, Ray dispatch); `x 100` is its "
-        "ratio to cohort 100 in the same batch. `moved` = the round's `moved_bytes` (`runtime/movement.py`), "
-        "`driver` = its `driver_bytes` (what went through the driver: no client row), `moved/client` = "
-        "`moved_bytes` / cohort.",
+        (
+            "`per client` = (`overhead` + `rest`) / cohort, in microseconds: everything outside the backbone "
+            "(sampling, store reads and writes, aggregation, metrics, row movement, Ray dispatch); `x 100` is its "
+            "ratio to cohort 100 in the same batch. `moved` = the round's `moved_bytes` (`runtime/movement.py`), "
+            "`driver` = its `driver_bytes` (what went through the driver: no client row), `moved/client` = "
+            "`moved_bytes` / cohort."
+        ),
         "",
-        "| batch | cohort | per client us | x 100 | overhead ms | start | aggregate | commit | metrics | rest "
-        "| backbone s | moved MiB | moved/client KiB | driver MiB | driver peak MiB | aggregator MiB |",
+        (
+            "| batch | cohort | per client us | x 100 | overhead ms | start | aggregate | commit | metrics | rest "
+            "| backbone s | moved MiB | moved/client KiB | driver MiB | driver peak MiB | aggregator MiB |"
+        ),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for _, r in axis.sort_values(["batch", "cohort"]).iterrows():
