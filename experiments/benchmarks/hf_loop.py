@@ -20,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 
 from dp2fl_ray.models.base import DualPromptModel
@@ -43,7 +44,8 @@ class TransformersBertPrompt(BertPrompt):
             config=self.bert.config, inputs_embeds=x, attention_mask=attend.long()
         )
         with self.deep_prompts(prompts):
-            x = self.bert.encoder(x, attention_mask=attention).last_hidden_state  # (N, T, d)
+            encoder = cast(nn.Module, self.bert.encoder)
+            x = encoder(x, attention_mask=attention).last_hidden_state  # (N, T, d)
         return x * mask.unsqueeze(-1).to(x.dtype), mask
 
     @contextlib.contextmanager
@@ -72,4 +74,4 @@ def transformers_twin(model: BertPrompt) -> TransformersBertPrompt:
     """The transformers-run model over ``model``'s very weights and buffers (nothing is copied)."""
     twin = copy.copy(model)  # shares the frozen modules and buffers
     twin.__class__ = TransformersBertPrompt
-    return twin
+    return cast(TransformersBertPrompt, twin)

@@ -141,7 +141,9 @@ def run_arm(
         cmd.append("--quick")
     if arm == "flower":
         cmd += ["--initial", str(initial_prompts_file(workload, args.quick, scratch))]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(HERE)}
+    # this checkout's package first (not whichever one is pip-installed editable), then the scripts here
+    path = os.pathsep.join([str(REPO), str(HERE)])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": path}
     res = run_child(cmd, result_path, timeout_s=args.timeout, env=env)
     cfg = workload_config(workload, algorithm=section, dtype=dtype, quick=args.quick)
     rounds_s = float(sum(res["round_s"]))
