@@ -16,6 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"))
 from flops import bert_flops, count_flops
+from hf_loop import TransformersBertPrompt
 from measure import cpu_between, tree_rss
 from naive import baseline_model
 from tables import SUMMARY_COLUMNS, markdown_table, summarise, updates_per_s
@@ -102,13 +103,29 @@ def test_markdown_table_has_a_row_per_arm_and_dashes_for_missing_ratios() -> Non
     assert "| - |" in lines[2]  # no Flower run: no ratio against it
 
 
+def test_the_transformers_backbone_is_the_headline_naive_baseline_where_it_ran() -> None:
+    runs = _runs()
+    honest = runs[(runs["baseline"] == "reference") & (runs["arm"] == "naive")].assign(
+        baseline="transformers", updates_per_s=2 * runs["updates_per_s"], train_s=1.0
+    )
+    runs = pd.concat([runs.assign(train_s=0.5 * runs["round_s"]), honest], ignore_index=True)
+    summary = summarise(runs).set_index(["arm", "dtype", "baseline"])
+    ours = summary.loc[("dp2fl-ray", "float32", "-")]
+    assert ours["x_naive"] == pytest.approx(1.5)  # 3 updates/s vs the transformers loop's median 2
+    assert ours["x_naive_ref"] == pytest.approx(3.0)  # vs the padded reference's 1
+    assert ours["x_naive_train"] == pytest.approx(1.0 / (0.5 * 10 / 3))  # 1 s vs ours 5/3 s
+    assert ours["x_flower"] == pytest.approx(1.5)  # Flower ran no transformers arm: its reference
+
+
 @pytest.mark.parametrize("workload", WORKLOADS)
 def test_workloads_are_valid_configs_with_the_issue_settings(workload: str) -> None:
     assert workload_config(workload).federation.rounds == 3
     cfg = workload_config(workload, algorithm="dp2fl", dtype="bfloat16")
-    assert (cfg.federation.population, cfg.federation.cohort) == (20, 10)
+    assert cfg.federation.rounds == 3 and (cfg.federation.population, cfg.federation.cohort) == (20, 10)
     assert (cfg.train.local_epochs, cfg.train.batch_size, cfg.train.lr) == (1, 8, 0.05)
     assert cfg.model.prompt.n_ctx == 8 and cfg.model.dtype == "bfloat16" and cfg.algorithm.name == "dp2fl"
+    if workload == "minilm":  # issue 15: depth-1 prompts, plain SGD
+        assert cfg.model.prompt.depth == 1 and cfg.train.momentum == 0.0
     quick = workload_config(workload, quick=True)
     assert quick.federation.rounds == 1 and quick.federation.cohort < cfg.federation.cohort
 
@@ -122,8 +139,58 @@ def test_baseline_arms_run_the_reference_or_the_package_backbone(tiny_config) ->
     )
     twin = baseline_model(bert, "reference")
     assert isinstance(twin, ReferenceBertPrompt) and twin.bert is bert.bert  # same weights, other code
+    honest = baseline_model(bert, "transformers")
+    assert isinstance(honest, TransformersBertPrompt) and honest.bert is bert.bert
     assert baseline_model(bert, "package") is bert
     clip = build_model(tiny_config.model, ["a", "b"])
     assert baseline_model(clip, "reference") is clip  # no separate reference: the package's
+    assert baseline_model(clip, "transformers") is clip
     with pytest.raises(ValueError, match="reference"):
         baseline_model(bert, "hf")
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_the_transformers_loop_computes_the_package_models_logits_and_gradients(
+    tiny_config, depth: int
+) -> None:  # type: ignore[no-untyped-def]
+    """Dynamic padding and the AutoModel encoder (deep prompts by hooks) are the same maths."""
+    from dp2fl_ray.models.loader import build_model
+
+    texts = ["book a table for two", "play jazz", "what is the weather like in paris tomorrow morning"]
+    cfg = tiny_config.with_overrides(
+        ["model.backbone=bert", "model.max_length=16", f"model.prompt.depth={depth}"]
+    )
+    bert = build_model(cfg.model, ["a b", "c"], texts=texts)
+    honest = baseline_model(bert, "transformers")
+    task, data = bert.initial_prompts(0)
+    gen = torch.Generator().manual_seed(1)
+    task = (task + 0.1 * torch.randn(task.shape, generator=gen)).repeat(2, 1)  # (2, Dt)
+    data = (data + 0.1 * torch.randn(data.shape, generator=gen)).repeat(2, 1)  # (2, Dd)
+    ids, owner = bert.encode(texts), torch.tensor([0, 1, 1])
+    out = []
+    for m in (bert, honest):
+        t, d = task.clone().requires_grad_(True), data.clone().requires_grad_(True)
+        logits = m.logits(ids, t, d, owner, m.class_features(t))
+        logits.square().sum().backward()
+        out.append((logits.detach(), t.grad, d.grad))
+    for ours, theirs in zip(*out):
+        torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=1e-4)
+    assert isinstance(honest, TransformersBertPrompt)
+    assert not honest.layers[1]._forward_pre_hooks  # the deep-prompt hooks are removed after use
+
+
+def test_the_naive_loop_on_the_transformers_backbone_matches_the_package_backbone(tiny_config) -> None:  # type: ignore[no-untyped-def]
+    """The benchmark's quick path of the naive arm, on a tiny BERT: the same maths on either
+    backbone (accuracy agrees), and every phase of the round timed."""
+    from naive import PHASES, run_naive
+
+    cfg = tiny_config.with_overrides(
+        ["model.backbone=bert", "data.source=clinc150", "data.partition.scheme=domain",
+         "data.partition.shots=2", "model.max_length=16", "model.prompt.depth=1",
+         "algorithm.name=dp2fl", "federation.rounds=1", "federation.new_clients=0"]
+    )  # fmt: skip
+    honest = run_naive(cfg, threads=1, baseline="transformers")
+    package = run_naive(cfg, threads=1, baseline="package")
+    assert honest["final_acc"] == pytest.approx(package["final_acc"], abs=0.02)
+    assert all(len(honest[k]) == 1 and honest[k][0] >= 0 for k in PHASES)
+    assert honest["crosseval_s"][0] > 0  # DP2FL cross-evaluates

@@ -8,9 +8,14 @@ package's own pure code (``AggregatorCore``), so every arm aggregates identicall
 shuffles use the same derived seeds, so every arm sees the same batches.
 
 ``train_one_client`` and ``evaluate_one`` are also what the Flower arm's ClientApp runs.
-Both baseline arms run the backbone ``baseline_model`` picks: ``reference`` (for BERT the
-padded transformers layers of ``bert_reference.py``, what such a script would call) or
-``package`` (the package's own model, packed kernels included: the engine-only comparison).
+Both baseline arms run the backbone ``baseline_model`` picks: ``transformers`` (for BERT the
+transformers model as it is, each batch padded to its longest utterance, ``hf_loop.py``: the
+headline baseline), ``reference`` (the padded transformers layers of ``bert_reference.py``,
+every text padded to ``model.max_length``) or ``package`` (the package's own model, packed
+kernels included: the engine-only comparison).
+
+Each round's phases are timed as the dp2fl-ray arm's rounds table times them: training
+(with any start-model evaluation), cross-evaluation, aggregation, evaluation.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from hf_loop import transformers_twin
 
 from dp2fl_ray.algorithms.base import RoundResults
 from dp2fl_ray.config import ExperimentConfig
@@ -35,15 +41,19 @@ from dp2fl_ray.runtime.crosseval import CrossEval
 from dp2fl_ray.runtime.work import WorkerCore, local_training
 from dp2fl_ray.seeding import derive_seed
 
-BASELINE_MODELS = ("reference", "package")
+BASELINE_MODELS = ("transformers", "reference", "package")
+PHASES = ("train_s", "crosseval_s", "aggregate_s", "eval_s")  # the rounds table's phase timings
 
 
 def baseline_model(model: DualPromptModel, kind: str) -> DualPromptModel:
-    """The backbone a baseline arm runs: ``package`` as is, or ``reference``: for BERT its
-    padded-transformers twin (same weights); the other backbones have no separate reference."""
+    """The backbone a baseline arm runs: ``package`` as is; for BERT ``transformers`` (the
+    transformers model run as is, dynamic padding) or ``reference`` (padded to
+    ``model.max_length``), both over the same weights; other backbones have only the package's."""
     if kind not in BASELINE_MODELS:
         raise ValueError(f"baseline model must be one of {BASELINE_MODELS}, got {kind!r}")
-    return reference_twin(model) if kind == "reference" and isinstance(model, BertPrompt) else model
+    if not isinstance(model, BertPrompt) or kind == "package":
+        return model
+    return transformers_twin(model) if kind == "transformers" else reference_twin(model)
 
 
 def train_one_client(
@@ -106,6 +116,7 @@ class NaiveLoop:
         task, data = self.core.initial_prompts()
         self.server = AggregatorCore(config.algorithm, task, data)
         self.cache: dict[tuple[int, str], ClientData] = {}
+        self.phases: list[dict[str, float]] = []  # per round: seconds of each phase (PHASES)
 
     def client(self, cid: int, split: str) -> ClientData:
         """A client's split, tokenized once (a researcher would keep them in memory too)."""
@@ -122,6 +133,7 @@ class NaiveLoop:
     def round(self, r: int) -> float:
         """One round; returns the mean over cohort clients of their test accuracy."""
         cfg = self.config
+        clock = time.perf_counter()
         cohort = sample_cohort(cfg.seed, r, cfg.federation.population, cfg.federation.cohort)
         start = self.server.start_round(cohort)
         algorithm = self.server.algorithm
@@ -139,15 +151,23 @@ class NaiveLoop:
             datas.append(d)
             n_train.append(len(self.client(cid, "train")))
         task, data = np.stack(tasks), np.stack(datas)  # (m, Dt), (m, Dd)
+        phase = {"train_s": time.perf_counter() - clock}
+        clock = time.perf_counter()
         cross = None
-        if algorithm.cross_evaluates:  # the m x m cross-evaluation, one (model, validation set) pair at a time
+        if (
+            algorithm.cross_evaluates
+        ):  # the m x m cross-evaluation, one (model, validation set) pair at a time
             m = len(cohort)
             pair_i, pair_j = (a.ravel() for a in np.meshgrid(np.arange(m), np.arange(m), indexing="ij"))
             loss = np.array(
                 [self.evaluate(task[i], data[i], cohort[j], "val")[0] for i, j in zip(pair_i, pair_j)]
             )
             cross = CrossEval(pair_i, pair_j, loss, m)
+        phase["crosseval_s"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         update = self.server.aggregate(RoundResults(start, task, data, np.array(n_train), baselines, cross))
+        phase["aggregate_s"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         val = [
             self.evaluate(update.personal_task[k], update.personal_data[k], c, "val")
             for k, c in enumerate(cohort)
@@ -157,10 +177,11 @@ class NaiveLoop:
             for k, c in enumerate(cohort)
         ]
         self.server.commit(cohort, update, np.array([v[0] for v in val]))
+        self.phases.append({**phase, "eval_s": time.perf_counter() - clock})
         return float(np.mean([c / max(1, n) for _, c, n in test]))
 
 
-def run_naive(config: ExperimentConfig, threads: int = 2, baseline: str = "reference") -> dict[str, Any]:
+def run_naive(config: ExperimentConfig, threads: int = 2, baseline: str = "transformers") -> dict[str, Any]:
     """Run the naive loop; timings as every arm reports them."""
     t0 = time.perf_counter()
     loop = NaiveLoop(config, threads, baseline)
@@ -170,5 +191,6 @@ def run_naive(config: ExperimentConfig, threads: int = 2, baseline: str = "refer
         t = time.perf_counter()
         acc = loop.round(r)
         round_s.append(time.perf_counter() - t)
+    phases = {k: [p[k] for p in loop.phases] for k in PHASES}
     return {"startup_s": startup, "round_s": round_s, "final_acc": acc, "threads": threads,
-            "rounds_epoch": [first, time.time()]}  # fmt: skip
+            "rounds_epoch": [first, time.time()], **phases}  # fmt: skip

@@ -1,5 +1,6 @@
 """The dp2fl-ray arm: ``run_experiment`` exactly as a user runs it (local Ray, worker pool,
-batched engine), timed from the rounds table the run itself writes."""
+batched engine), timed from the rounds table the run itself writes (whole rounds and their
+phases)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,12 @@ def run_ours(config: ExperimentConfig) -> dict[str, Any]:
         )
         rounds = read_table(f"{out}/run", "rounds").sort_values("round")
     round_s = [float(s) for s in rounds["wall_s"]]
+    phases = {k: [float(s) for s in rounds[k]] for k in ("train_s", "crosseval_s", "aggregate_s", "eval_s")}
     return {
         "startup_s": ends[0] - round_s[0] - t0,  # Ray start, actors, backbone and data loads
         "round_s": round_s,
         "final_acc": float(summary["personalized_acc"]),
         "threads": int(config.runtime.cpus_per_worker),
         "rounds_epoch": [epochs[0] - round_s[0], epochs[-1]],
+        **phases,  # per round, as the naive arm times them
     }

@@ -12,10 +12,14 @@ sampled (``measure.py``):
 3. ``flower``: Flower's simulation engine, 2 single-thread actors (``flower_arm.py``, in
    ``.venv-bench``; skipped with a note when that venv is missing).
 
-The two baseline arms run the backbone twice over: ``reference`` (for MiniLM the padded
-transformers layers a researcher's script calls, ``bert_reference.py``: the comparison the
-targets are about) and ``package`` (the package's own packed model: what is left is the
-engine's and the runtime's share). The tiny CLIP has one implementation: ``package`` only.
+The baseline arms run the backbone up to three ways: ``transformers`` (for MiniLM the
+transformers model as it is, each batch padded to its longest utterance, ``hf_loop.py``:
+the honest loop the targets are about, issue 15 part 7), ``reference`` (the transformers
+layers with every text padded to ``model.max_length``, ``bert_reference.py``: a secondary
+row) and ``package`` (the package's own packed model: what is left is the engine's and the
+runtime's share). The tiny CLIP has one implementation: ``package`` only. Every arm also
+reports its phases per round (training, cross-evaluation, aggregation, evaluation), timed
+the way the rounds table times them; ``x naive, training`` compares training phases.
 
 ``--arms dp2fl-ray+compile`` adds the dp2fl-ray arm with ``model.compile: true`` to the
 DP2FL round (its compile warm-up counts as start-up). Then the DP2FL round (training + m x m cross-evaluation + aggregation + evaluation):
@@ -43,23 +47,34 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from measure import run_child
-from tables import SUMMARY_COLUMNS, UTILISATION_COLUMNS, markdown_table, summarise, updates_per_s
+from tables import (
+    PHASE_COLUMNS,
+    SUMMARY_COLUMNS,
+    UTILISATION_COLUMNS,
+    markdown_table,
+    summarise,
+    updates_per_s,
+)
 from workloads import REPO, WORKLOADS, workload_config
 
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 OUT = REPO / "results" / "benchmarks"
 # (section, arm, dtype, baseline model): what one repetition of a workload runs, in this order.
+# The headline comparisons first (ours against the transformers loop), so that a run cut short on a
+# loaded machine still has them; the secondary baselines after.
 PLAN = (
+    ("dp2fl", "dp2fl-ray", "float32", "-"),
+    ("dp2fl", "naive", "float32", "transformers"),
+    ("dp2fl", "dp2fl-ray", "bfloat16", "-"),
     ("promptfl", "dp2fl-ray", "float32", "-"),
+    ("promptfl", "naive", "float32", "transformers"),
+    ("promptfl", "dp2fl-ray", "bfloat16", "-"),
+    ("dp2fl", "naive", "float32", "reference"),
     ("promptfl", "naive", "float32", "reference"),
     ("promptfl", "flower", "float32", "reference"),
-    ("promptfl", "dp2fl-ray", "bfloat16", "-"),
+    ("dp2fl", "naive", "float32", "package"),
     ("promptfl", "naive", "float32", "package"),
     ("promptfl", "flower", "float32", "package"),
-    ("dp2fl", "dp2fl-ray", "float32", "-"),
-    ("dp2fl", "naive", "float32", "reference"),
-    ("dp2fl", "dp2fl-ray", "bfloat16", "-"),
-    ("dp2fl", "naive", "float32", "package"),
     ("dp2fl", "dp2fl-ray+compile", "float32", "-"),
     ("dp2fl", "dp2fl-ray+compile", "bfloat16", "-"),
 )
@@ -126,7 +141,9 @@ def run_arm(
         cmd.append("--quick")
     if arm == "flower":
         cmd += ["--initial", str(initial_prompts_file(workload, args.quick, scratch))]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(HERE)}
+    # this checkout's package first (not whichever one is pip-installed editable), then the scripts here
+    path = os.pathsep.join([str(REPO), str(HERE)])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": path}
     res = run_child(cmd, result_path, timeout_s=args.timeout, env=env)
     cfg = workload_config(workload, algorithm=section, dtype=dtype, quick=args.quick)
     rounds_s = float(sum(res["round_s"]))
@@ -138,6 +155,7 @@ def run_arm(
         "startup_s": res["startup_s"], "final_acc": res["final_acc"], "peak_rss_mb": res["peak_rss_mb"],
         "process_s": res["process_s"], "threads": res["threads"],
         "cpu_s_per_update": res.get("rounds_cpu_s", float("nan")) / (cfg.federation.cohort * len(res["round_s"])),
+        **{k: float(sum(res[k])) / len(res[k]) for k in PHASE_COLUMNS if res.get(k)},  # s per round
     }  # fmt: skip
 
 
@@ -147,13 +165,22 @@ def write_report(runs: pd.DataFrame, util: pd.DataFrame, args: argparse.Namespac
     text = [
         "# Throughput: dp2fl-ray vs a naive loop vs Flower's simulation engine",
         "",
-        f"Written by `experiments/benchmarks/throughput.py{' --quick' if args.quick else ''}` on {stamp}; "
-        f"{os.cpu_count()} CPU cores ({cpu_description()}), shared with other work (noisy): medians of {args.reps} interleaved runs.",
-        "client-updates/s = clients trained per round x rounds / wall time of the rounds (start-up apart). "
-        "Peak RSS: the arm's whole process tree (Ray processes included), sampled every 0.2 s. "
-        "CPU s / update: CPU seconds of that tree during the rounds per client-update; steadier than wall "
-        "time on a shared machine (Ray workers run at nice 15, so others' load slows Ray arms' wall time most); "
-        "`CPU x` = reference's CPU s / update over this arm's.",
+        (
+            f"Written by `experiments/benchmarks/throughput.py{' --quick' if args.quick else ''}` on {stamp}; "
+            f"{os.cpu_count()} CPU cores ({cpu_description()}), shared with other work (noisy): "
+            f"medians of {args.reps} interleaved runs."
+        ),
+        (
+            "client-updates/s = clients trained per round x rounds / wall time of the rounds (start-up apart). "
+            "`x naive` = this arm's client-updates/s over the float32 naive loop's on the `transformers` "
+            "backbone (the transformers model as is, dynamic padding: the headline baseline); "
+            "`x naive (reference)` = the same against the loop padding every text to 32 tokens; "
+            "`x naive, training` = the naive loop's training-phase seconds per round over this arm's. "
+            "Peak RSS: the arm's whole process tree (Ray processes included), sampled every 0.2 s. "
+            "CPU s / update: CPU seconds of that tree during the rounds per client-update; steadier than wall "
+            "time on a shared machine (Ray workers run at nice 15, so others' load slows Ray arms' wall time "
+            "most); `CPU x naive` = the headline naive loop's CPU s / update over this arm's."
+        ),
         "",
         markdown_table(summary, SUMMARY_COLUMNS),
         "",
@@ -196,8 +223,8 @@ def main() -> None:
     parser.add_argument(
         "--baselines",
         nargs="+",
-        default=["reference", "package"],
-        choices=["reference", "package"],
+        default=["transformers", "reference", "package"],
+        choices=["transformers", "reference", "package"],
         help="backbone implementations the naive and Flower arms run",
     )
     parser.add_argument("--no-utilisation", action="store_true")
@@ -254,8 +281,8 @@ def main() -> None:
             for section, arm, dtype, baseline in plan:
                 if section == "dp2fl" and workload != "minilm":
                     continue  # the DP2FL round comparison is on the MiniLM workload
-                if baseline == "reference" and workload != "minilm":
-                    continue  # only the BERT backbone has a separate reference implementation
+                if baseline in ("transformers", "reference") and workload != "minilm":
+                    continue  # only the BERT backbone has separate baseline implementations
                 t = time.perf_counter()
                 row = None
                 for attempt in range(2):  # a shared machine's Ray can die under us: one retry
