@@ -29,7 +29,7 @@ import ray
 
 from dp2fl_ray.algorithms.base import CrossEval
 from dp2fl_ray.algorithms.registry import build_algorithm
-from dp2fl_ray.config import ExperimentConfig, config_to_dict, load_config, save_config
+from dp2fl_ray.config import ExperimentConfig, StoreConfig, config_to_dict, load_config, save_config
 from dp2fl_ray.errors import CheckpointError, ConfigError, Dp2flError, RunError, RunInterrupted
 from dp2fl_ray.metrics import MetricsWriter, read_summary, read_table, write_json
 from dp2fl_ray.preflight import check_run_name, preflight
@@ -54,6 +54,7 @@ from dp2fl_ray.runtime.stop_signals import StopSignals
 from dp2fl_ray.runtime.training import train_cohort
 from dp2fl_ray.runtime.user_errors import strip_ansi, user_error
 from dp2fl_ray.runtime.work import EvalResult
+from dp2fl_ray.state.sizing import store_sizes
 
 log = logging.getLogger("dp2fl_ray")
 RoundCallback = Callable[[dict[str, Any]], None]
@@ -194,6 +195,16 @@ def _resume_hint(summary: dict[str, Any], run_dir: Path) -> None:
         summary["last_checkpoint"] = str(run_dir / "checkpoints" / MANIFEST)
 
 
+def store_projection(store: StoreConfig) -> dict[str, Any]:
+    """What 10^6 touched clients of the paper's CLIP ViT-B/16 config would cost in this run's
+    store backend, per ``store.dtype`` (computed from its shapes, ``state/sizing.py``)."""
+    paper = [s for s in store_sizes(10**6, store.backend) if s.config.startswith("CLIP")]
+    return {
+        "paper_clip_bytes_per_client": {s.dtype: s.bytes_per_client for s in paper},
+        "paper_clip_bytes_per_1e6_clients": {s.dtype: s.total_bytes for s in paper},
+    }
+
+
 def connect_ray(address: str | None) -> bool:
     """Join the configured cluster or start a local one; True if this call started Ray."""
     if ray.is_initialized():
@@ -302,6 +313,8 @@ class Simulation:
             "task_prompt_size": info["task_prompt_size"],
             "data_prompt_size": info["data_prompt_size"],
             **ray.get(self.aggregator.store_stats.remote()),
+            **store_projection(self.config.store),
+            "store_dtype": self.config.store.dtype,
         }
 
     def stop(self) -> None:
