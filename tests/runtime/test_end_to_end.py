@@ -51,6 +51,9 @@ def test_run_directory_has_every_table_summary_config_and_checkpoint(
                 "majority_acc"):  # fmt: skip
         assert key in summary, key
     assert summary["store_bytes"] == 4 * summary["bytes_per_client"]
+    assert summary["store_dtype"] == "float32"
+    paper = summary["paper_clip_bytes_per_client"]  # 9 x Linear(512 -> 768) + bias, from the shapes
+    assert paper["float32"] > 14_000_000 and paper["bfloat16"] < paper["float32"] * 0.51
     assert load_config(run_dir / "config.yaml").train.lr == 0.2
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
         "latest.json",
