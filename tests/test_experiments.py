@@ -10,10 +10,10 @@ from dp2fl_ray.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [
-    p for p in sorted((ROOT / "experiments").glob("*.yaml")) if not p.name.startswith("sweep")
+    p for p in sorted((ROOT / "experiments").glob("*.yaml")) if not p.name.startswith(("sweep", "study"))
 ] + sorted(
     (ROOT / "experiments" / "paper").glob("*.yaml")
-)  # sweep*.yaml are Tune sweeps (tests/test_tune.py)
+)  # sweep*.yaml and study*.yaml are Tune sweeps (tests/test_tune.py, tests/test_sweep.py)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])

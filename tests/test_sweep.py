@@ -71,21 +71,24 @@ def test_trials_differing_only_in_the_seed_share_a_cell(tiny_config: ExperimentC
 
 
 def test_the_study_sweep_file_is_valid() -> None:
-    """experiments/study_clinc150.yaml: 4 methods x 4 partitions x 3 seeds, each a valid trial config.
-
-    ``federation.eval_every`` comes with issue 14's evaluation change: until the config has the field,
-    the rest of the file is checked without it."""
-    from dataclasses import fields
-
-    from dp2fl_ray.config import FederationConfig
-
+    """experiments/study_clinc150.yaml: 5 methods x 4 partitions x 3 seeds, each a valid trial config."""
     path = Path(__file__).resolve().parents[1] / "experiments" / "study_clinc150.yaml"
-    data = yaml.safe_load(path.read_text())
-    if "eval_every" not in {f.name for f in fields(FederationConfig)}:
-        data["set"] = [o for o in data["set"] if not o.startswith("federation.eval_every=")]
-    spec = sweep_from_dict(data, relative_to=path.parent)
-    assert spec.space["algorithm.name"].values == ("promptfl", "dp2fl", "local", "fedprox")
+    spec = sweep_from_dict(yaml.safe_load(path.read_text()), relative_to=path.parent)
+    assert spec.space["algorithm.name"].values == ("promptfl", "dp2fl", "local", "fedprox", "fedpgp")
+    assert spec.base["federation"]["eval_every"] == 2
     assert spec.space["seed"].values == (0, 1, 2) and len(spec.space["data.partition"].values) == 4
     config = trial_config(spec, {"data.partition": {"scheme": "dirichlet", "alpha": 0.1}, "seed": 2})
     assert (config.model.path, config.data.source, config.model.dtype) == ("minilm", "clinc150", "bfloat16")
     assert (config.data.partition.scheme, config.data.partition.alpha, config.seed) == ("dirichlet", 0.1, 2)
+
+
+def test_the_reduced_study_is_the_full_ones_federation_on_fewer_cells() -> None:
+    """experiments/study_clinc150_small.yaml (the study that ran): 3 methods x 2 partitions x 3 seeds."""
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    small, full = (
+        sweep_from_dict(yaml.safe_load((root / name).read_text()), relative_to=root)
+        for name in ("study_clinc150_small.yaml", "study_clinc150.yaml")
+    )
+    assert small.space["algorithm.name"].values == ("promptfl", "dp2fl", "local")
+    assert len(small.space["data.partition"].values) == 2 and small.space["seed"].values == (0, 1, 2)
+    assert small.base == full.base  # the same federation, model and data
