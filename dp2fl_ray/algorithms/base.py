@@ -279,6 +279,16 @@ class Algorithm(abc.ABC):
         return LocalUpdate(out.task, out.data, out.mean_loss)
 
 
+def global_task_own_data(
+    state: ServerState, stored: Sequence[np.ndarray | None]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Start rows of a method whose clients keep their data row: the global task row for
+    everyone, each client's stored data row (the round-0 one for a first-timer)."""
+    task = np.repeat(state.global_task[None], len(stored), axis=0)
+    data = np.stack([state.initial_data if row is None else row for row in stored])
+    return task, data
+
+
 def check_finite_losses(cross: CrossEval, baselines: np.ndarray) -> None:
     """A method that weighs peers by validation loss cannot use a NaN or inf one."""
     from dp2fl_ray.errors import RunError

@@ -49,6 +49,7 @@ from dp2fl_ray.algorithms.base import (
     RoundResults,
     RoundUpdate,
     ServerState,
+    global_task_own_data,
 )
 from dp2fl_ray.algorithms.baselines import fedavg_weights
 from dp2fl_ray.config import AlgorithmOptions, option
@@ -180,9 +181,7 @@ class FedOTP(Algorithm):
     def start_rows(
         self, state: ServerState, stored: Sequence[np.ndarray | None]
     ) -> tuple[np.ndarray, np.ndarray]:
-        task = np.repeat(state.global_task[None], len(stored), axis=0)
-        data = np.stack([state.initial_data if row is None else row for row in stored])
-        return task, data
+        return global_task_own_data(state, stored)
 
     def aggregate(
         self, state: ServerState, results: RoundResults, early: EarlyAggregation | None = None
