@@ -17,7 +17,7 @@ mapping) and a search ``space`` of dotted config keys::
     scheduler: {asha: {max_t: 12, grace_period: 4, reduction_factor: 2}}
 
 A trial reserves one placement-group bundle for its driver and one per backbone worker
-(``runtime/actors.py`` puts worker i in bundle i + 1 when it starts inside a placement group;
+(``runtime/placement.py`` puts worker i in bundle i + 1 when it starts inside a placement group;
 the aggregator needs no CPU and stays on the driver's node), so concurrent trials never
 oversubscribe a node. It reports each round to Tune (schedulers stop
 bad trials early) with a checkpoint that names its run directory; the run checkpoints every

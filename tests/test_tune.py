@@ -120,7 +120,7 @@ def test_a_four_trial_sweep_interrupted_after_its_first_trial_resumes_to_the_end
 
     if not hasattr(actors, "worker_placement"):  # else every trial's workers wait forever for CPUs
         pytest.fail(
-            "runtime/actors.py must place workers in the Tune trial's placement group (worker_placement)"
+            "runtime/placement.py must place workers in the Tune trial's placement group (worker_placement)"
         )
     sweep = _spec(
         tiny_config, name="grid", output=str(tmp_path), max_concurrent=2,

@@ -33,7 +33,7 @@ from dp2fl_ray.algorithms.base import (
 )
 from dp2fl_ray.algorithms.registry import build_algorithm
 from dp2fl_ray.config import AlgorithmConfig, StoreConfig
-from dp2fl_ray.runtime.work import SliceRows
+from dp2fl_ray.runtime.rows import SliceRows
 from dp2fl_ray.state import ClientState, ClientStore, open_store
 
 if TYPE_CHECKING:

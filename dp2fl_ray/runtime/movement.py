@@ -28,7 +28,7 @@ import ray
 
 @dataclass(frozen=True)
 class RowsRef:
-    """A reference to a ``work.SliceRows`` in the object store, and its payload in bytes."""
+    """A reference to a ``rows.SliceRows`` in the object store, and its payload in bytes."""
 
     ref: Any  # ray.ObjectRef
     nbytes: int

@@ -1,4 +1,4 @@
-"""What a backbone worker does, without Ray: the actor in ``worker.py`` is a thin shell.
+"""What a backbone worker does, without Ray: the actor in ``worker_actor.py`` is a thin shell.
 
 A worker holds the frozen backbone, the data source and the partitioner, built once. Work
 arrives as stateless requests (client ids plus prompt rows) and leaves as results carrying
@@ -29,6 +29,7 @@ from dp2fl_ray.engine.scores import macro_f1, micro_f1
 from dp2fl_ray.engine.slice_memory import bytes_per_client
 from dp2fl_ray.models.loader import build_model
 from dp2fl_ray.models.memory import clients_per_slice_limit, slice_budget_bytes
+from dp2fl_ray.runtime.rows import SliceRows
 from dp2fl_ray.seeding import derive_seed
 
 SPLITS = ("train", "val", "test")
@@ -48,22 +49,6 @@ class TrainResult:
     seconds: float
     personal_task: np.ndarray | None = None  # rows the method personalised (pFedMe's theta)
     personal_data: np.ndarray | None = None
-
-
-@dataclass(frozen=True)
-class SliceRows:
-    """Rows of a slice's clients (slice order), moved between the aggregator and the workers by
-    object reference: start rows to a worker, trained rows back, personal rows to evaluation."""
-
-    task: np.ndarray  # (B, Dt')
-    data: np.ndarray  # (B, Dd')
-    personal_task: np.ndarray | None = None  # (B, Dt') rows a method's training personalised
-    personal_data: np.ndarray | None = None
-
-    @property
-    def nbytes(self) -> int:
-        extra = [a for a in (self.personal_task, self.personal_data) if a is not None]
-        return int(self.task.nbytes + self.data.nbytes + sum(a.nbytes for a in extra))
 
 
 @dataclass(frozen=True)

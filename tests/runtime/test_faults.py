@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 import ray
+from cli_driver import checkpointed_round, resume, start_driver, wait_for_first_checkpoint
 from ray.exceptions import RayActorError
 
 from dp2fl_ray.config import ExperimentConfig
@@ -157,20 +155,13 @@ def test_a_sigkilled_driver_resumes_to_the_uninterrupted_numbers(
 
     config_path = tmp_path / "config.yaml"
     save_config(base, config_path)
-    address = ray.get_runtime_context().gcs_address
-    cmd = [sys.executable, "-m", "dp2fl_ray.cli", "run", str(config_path), "--quiet", "--name", "victim",
-           "--output", str(tmp_path), "--address", address]  # fmt: skip
-    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manifest = tmp_path / "victim" / "checkpoints" / "latest.json"
-    deadline = time.monotonic() + 300
-    while not manifest.exists() and time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(0.2)
+    driver = start_driver(config_path, tmp_path, "victim")
+    manifest = wait_for_first_checkpoint(driver, tmp_path / "victim")
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
-    assert json.loads(manifest.read_text())["round"] >= 1
+    assert checkpointed_round(manifest) >= 1
     assert read_summary(tmp_path / "victim")["status"] == "running"  # killed: nobody wrote an end
-    done = subprocess.run([sys.executable, "-m", "dp2fl_ray.cli", "run", "--resume", str(tmp_path / "victim"),
-                           "--quiet"], capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    done = resume(tmp_path / "victim")
     assert done.returncode == 0, done.stderr[-2000:]
     assert read_summary(tmp_path / "victim")["status"] == "completed"
     assert not list((tmp_path / "victim").rglob("*.tmp"))

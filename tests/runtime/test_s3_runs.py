@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,23 +87,17 @@ def test_a_run_keeps_its_client_store_on_s3(reference: Path, s3_server: S3Server
 def test_a_sigkilled_driver_resumes_from_s3_to_the_undisturbed_numbers(
     reference: Path, base: ExperimentConfig, s3_uri: str, tmp_path: Path
 ) -> None:
-    import ray
+    from cli_driver import checkpointed_round, resume, start_driver, wait_for_first_checkpoint
 
     config_path = tmp_path / "config.yaml"
     save_config(on_s3(base, s3_uri), config_path)
-    run = [sys.executable, "-m", "dp2fl_ray.cli", "run", str(config_path), "--quiet", "--name", "victim",
-           "--output", str(tmp_path), "--address", ray.get_runtime_context().gcs_address]  # fmt: skip
-    driver = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manifest = tmp_path / "victim" / "checkpoints" / "latest.json"
-    deadline = time.monotonic() + 300
-    while not manifest.exists() and time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(0.2)
+    driver = start_driver(config_path, tmp_path, "victim")
+    manifest = wait_for_first_checkpoint(driver, tmp_path / "victim")
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
-    assert json.loads(manifest.read_text())["round"] >= 1
+    assert checkpointed_round(manifest) >= 1
     assert read_summary(tmp_path / "victim")["status"] == "running"  # killed: nobody wrote an end
-    resume = [sys.executable, "-m", "dp2fl_ray.cli", "run", "--resume", str(tmp_path / "victim"), "--quiet"]
-    done = subprocess.run(resume, check=False, capture_output=True, text=True, timeout=600)
+    done = resume(tmp_path / "victim")
     assert done.returncode == 0, done.stderr[-2000:]
     assert read_summary(tmp_path / "victim")["status"] == "completed"
     assert_same_numbers(reference, tmp_path / "victim")

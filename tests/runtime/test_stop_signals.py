@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import ray
+from cli_driver import checkpointed_round, resume, start_driver, wait_for_first_checkpoint
 
 from dp2fl_ray.config import ExperimentConfig, save_config
 from dp2fl_ray.metrics import read_summary, read_table
@@ -44,14 +40,8 @@ def test_a_signal_stops_the_driver_between_rounds_and_a_resume_gives_the_undistu
     undisturbed: Path, base: ExperimentConfig, tmp_path: Path, signum: int, code: int
 ) -> None:
     save_config(base, tmp_path / "config.yaml")
-    address = ray.get_runtime_context().gcs_address  # the session cluster: no second Ray to start
-    cmd = [sys.executable, "-m", "dp2fl_ray.cli", "run", str(tmp_path / "config.yaml"), "--quiet",
-           "--name", "run", "--output", str(tmp_path), "--address", address]  # fmt: skip
-    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    manifest = tmp_path / "run" / "checkpoints" / "latest.json"
-    deadline = time.monotonic() + 300
-    while not manifest.exists() and time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(0.2)
+    driver = start_driver(tmp_path / "config.yaml", tmp_path, "run", capture=True)
+    manifest = wait_for_first_checkpoint(driver, tmp_path / "run")
     os.kill(driver.pid, signum)  # during round 2: the run stops once it is written
     _, stderr = driver.communicate(timeout=300)
     run_dir = tmp_path / "run"
@@ -62,12 +52,11 @@ def test_a_signal_stops_the_driver_between_rounds_and_a_resume_gives_the_undistu
     assert (
         summary["status"] == "interrupted" and summary["resume_with"] == f"dp2fl-ray run --resume {run_dir}"
     )
-    stopped_after = json.loads(manifest.read_text())["round"]
+    stopped_after = checkpointed_round(manifest)
     assert read_table(run_dir, "rounds")["round"].max() == stopped_after < base.federation.rounds
     assert not (run_dir / "run.lock").exists()
 
-    done = subprocess.run([sys.executable, "-m", "dp2fl_ray.cli", "run", "--resume", str(run_dir), "--quiet"],
-                          check=False, capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = resume(run_dir)
     assert done.returncode == 0, done.stderr[-3000:]
     assert read_summary(run_dir)["status"] == "completed"
     for table in ("rounds", "clients", "evals", "aggregation"):

@@ -1,0 +1,47 @@
+"""The backbone worker actor: a thin shell over ``work.WorkerCore``.
+
+The shell adds what needs Ray: training answers with two objects, metadata for the driver and
+rows for the aggregator (``movement.py``), so the core stays plain.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import ray
+
+from dp2fl_ray.runtime.placement import forwarded_env, worker_placement
+from dp2fl_ray.runtime.rows import SliceRows
+from dp2fl_ray.runtime.work import TrainMeta, WorkerCore
+
+
+@ray.remote
+class BackboneWorker(WorkerCore):
+    """Loads the backbone and data once; runs slices of training and evaluation."""
+
+    def ping(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    @ray.method(num_returns=2)  # type: ignore[misc]
+    def train_rows(self, *args: Any) -> tuple[TrainMeta, SliceRows]:
+        return WorkerCore.train_rows(self, *args)
+
+
+def start_workers(config_dict: dict[str, Any], runtime: Any, run_id: str) -> list[Any]:
+    """The backbone worker pool: ``runtime.workers`` actors with the configured resources,
+    named ``dp2fl:<run_id>:worker-<i>`` (so ``ray.get_actor`` finds them)."""
+    threads = max(1, int(runtime.cpus_per_worker))
+    options = {
+        "num_cpus": runtime.cpus_per_worker,
+        "num_gpus": runtime.gpus_per_worker,
+        "max_restarts": runtime.max_retries,  # a dead worker comes back; its slice is re-run
+        "runtime_env": {"env_vars": forwarded_env()},
+    }
+    return [
+        cast(Any, BackboneWorker)
+        .options(  # ray.remote's class decorator is typed as the class itself
+            name=f"dp2fl:{run_id}:worker-{i}", scheduling_strategy=worker_placement(i), **options
+        )
+        .remote(config_dict, threads)
+        for i in range(runtime.workers)
+    ]
