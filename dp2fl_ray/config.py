@@ -262,6 +262,9 @@ class RuntimeConfig(_Section):
     address: str | None = None  # None = start a local cluster
     max_retries: int = _spec(2, "[0, inf)", hint="times a failed slice is rerun")
     max_failures: int = _spec(0, "[0, inf)", hint="failed clients tolerated per round")
+    # Reuse this driver's backbone workers for its next run with the same model, data and seed
+    # (runtime/warm_workers.py): a notebook's or a script's run after run skips their start-up.
+    keep_workers: bool = False
 
 
 @dataclass(frozen=True)

@@ -123,13 +123,19 @@ def resume_sweep(sweep_dir: str | os.PathLike[str], *, verbose: int = 1) -> pd.D
 
 
 def _connect(spec: SweepSpec) -> bool:
-    """Join the base config's cluster (or RAY_ADDRESS, or a new local one); True if Ray started here."""
+    """Join the base config's cluster (or RAY_ADDRESS, or a new local one); True if Ray started here.
+
+    Workers this process kept warm from an earlier run (``runtime.keep_workers``) are released
+    first: they hold resources the trials need."""
+    from dp2fl_ray.runtime import warm_workers
     from dp2fl_ray.runtime.simulation import connect_ray
 
     # Trials checkpoint every round on purpose (a trial resumes where it stopped); with short
     # rounds Tune would warn about frequent experiment snapshots at each of them.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    return connect_ray(spec.base["runtime"]["address"])
+    started = connect_ray(spec.base["runtime"]["address"])
+    warm_workers.release()
+    return started
 
 
 def _shutdown(started: bool) -> None:

@@ -23,7 +23,15 @@ def session_address() -> str:
     return str(ray.get_runtime_context().gcs_address)
 
 
+def _free_the_cluster() -> None:
+    """A driver in another process needs the CPUs this one's warm workers hold."""
+    from dp2fl_ray.runtime import warm_workers
+
+    warm_workers.release()
+
+
 def start_driver(config_path: Path, output: Path, name: str, capture: bool = False) -> subprocess.Popen[str]:
+    _free_the_cluster()
     cmd = [sys.executable, "-m", "dp2fl_ray.cli", "run", str(config_path), "--quiet", "--name", name,
            "--output", str(output), "--address", session_address()]  # fmt: skip
     pipe = subprocess.PIPE if capture else subprocess.DEVNULL
@@ -45,6 +53,7 @@ def checkpointed_round(manifest: Path) -> int:
 
 def resume(run_dir: Path, timeout_s: int = 600) -> subprocess.CompletedProcess[str]:
     """``dp2fl-ray run --resume RUN_DIR`` on the session cluster."""
+    _free_the_cluster()
     env = {**os.environ, "RAY_ADDRESS": session_address()}
     return subprocess.run(
         [sys.executable, "-m", "dp2fl_ray.cli", "run", "--resume", str(run_dir), "--quiet"],

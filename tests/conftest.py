@@ -22,7 +22,10 @@ TINY = {"hidden": 64, "layers": 2, "heads": 4, "projection": 32, "image_size": 1
 
 @pytest.fixture(scope="session")
 def tiny_config() -> ExperimentConfig:
-    """A small, fast experiment: tiny CLIP on digits, 4 clients."""
+    """A small, fast experiment: tiny CLIP on digits, 4 clients.
+
+    ``keep_workers``: the session's runs reuse one warm set of workers while the backbone is
+    the same, as a notebook's would; the fault tests turn it off (they kill named workers)."""
     return config_from_dict(
         {
             "name": "test",
@@ -30,7 +33,7 @@ def tiny_config() -> ExperimentConfig:
             "data": {"source": "digits"},
             "federation": {"population": 4, "cohort": 4, "rounds": 2, "new_clients": 1},
             "train": {"local_epochs": 1, "batch_size": 8},
-            "runtime": {"workers": 2, "cpus_per_worker": 1, "clients_per_slice": 2},
+            "runtime": {"workers": 2, "cpus_per_worker": 1, "clients_per_slice": 2, "keep_workers": True},
         }
     )
 

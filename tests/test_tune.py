@@ -1,24 +1,19 @@
-"""Ray Tune sweeps: specs fail fast naming the key; a sweep runs, is interrupted, and resumes."""
+"""Ray Tune sweep specs fail fast naming the key, before Tune or Ray start.
+
+The sweep that runs, is interrupted and resumes is in ``test_tune_seeds.py``."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
-import yaml
 
-from dp2fl_ray import cli
-from dp2fl_ray.config import ExperimentConfig, config_to_dict, load_config
+from dp2fl_ray.config import ExperimentConfig, config_to_dict
 from dp2fl_ray.errors import ConfigError
-from dp2fl_ray.metrics import read_summary, read_table
-from dp2fl_ray.tune import load_sweep, run_sweep, sweep_from_dict, trial_bundles
+from dp2fl_ray.tune import load_sweep, sweep_from_dict, trial_bundles
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNE_COMMAND = ("dp2fl_ray.commands.tune", "run a Ray Tune sweep of experiments")
@@ -94,72 +89,3 @@ def test_a_bad_sweep_on_the_command_line_exits_2_without_importing_ray(tmp_path:
     )
     assert done.stdout.split() == ["2", "False"], done.stderr
     assert "train.lr" in done.stderr
-
-
-def interrupt_once(flag: Path) -> Any:
-    """A Tune callback that interrupts the sweep (as Ctrl+C does) when the first trial ends.
-
-    Tune keeps callbacks with its state and restores them on resume: a flag file keeps this
-    one from firing again there."""
-    from ray import tune
-
-    class Interrupt(tune.Callback):
-        def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            if not flag.exists():
-                flag.touch()
-                os.kill(os.getpid(), signal.SIGINT)
-
-    return Interrupt()
-
-
-@pytest.mark.ray
-def test_a_four_trial_sweep_interrupted_after_its_first_trial_resumes_to_the_end(
-    ray_cluster: None, tiny_config: ExperimentConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from dp2fl_ray.runtime import actors
-
-    if not hasattr(actors, "worker_placement"):  # else every trial's workers wait forever for CPUs
-        pytest.fail(
-            "runtime/placement.py must place workers in the Tune trial's placement group (worker_placement)"
-        )
-    sweep = _spec(
-        tiny_config, name="grid", output=str(tmp_path), max_concurrent=2,
-        space={"train.lr": {"grid": [0.05, 0.2]}, "algorithm.alpha": {"grid": [1.1, 1.5]}},
-    )  # fmt: skip
-    spec = sweep_from_dict(sweep)
-    t0 = time.perf_counter()
-    first = run_sweep(spec, callbacks=[interrupt_once(tmp_path / "interrupted")], verbose=0)
-    t_first = time.perf_counter() - t0
-    # Tune makes a grid's trials as slots free up: the ones not made yet come on resume
-    assert 1 <= (first["status"] == "completed").sum() < 4 and (first["status"] != "failed").all()
-
-    monkeypatch.setitem(cli.COMMANDS, "tune", TUNE_COMMAND)
-    assert cli.main(["tune", "--resume", str(spec.sweep_dir), "--quiet"]) == 0
-    print(f"\nsweep: {t_first:.1f} s until interrupted, {time.perf_counter() - t0:.1f} s in all")
-
-    trials = pd.read_parquet(spec.sweep_dir / "trials.parquet")
-    print(trials[["trial_id", "status", "rounds_completed", "train.lr", "algorithm.alpha", "personalized_acc",
-                  "global_acc", "train_loss"]].to_string(index=False))  # fmt: skip
-    assert len(trials) == 4 and (trials["status"] == "completed").all()
-    assert sorted(zip(trials["train.lr"], trials["algorithm.alpha"])) == [
-        (0.05, 1.1),
-        (0.05, 1.5),
-        (0.2, 1.1),
-        (0.2, 1.5),
-    ]
-    rounds = pd.read_parquet(spec.sweep_dir / "rounds.parquet")
-    assert len(rounds) == 8 and rounds.groupby("trial_id")["round"].apply(list).tolist() == [[1, 2]] * 4
-    for _, trial in trials.iterrows():  # each run resumed in place: every round written once, config as swept
-        run_dir = Path(trial["run_dir"])
-        assert read_summary(run_dir)["status"] == "completed"
-        assert read_table(run_dir, "rounds")["round"].tolist() == [1, 2]
-        config = load_config(run_dir / "config.yaml")
-        assert (config.train.lr, config.algorithm.alpha) == (trial["train.lr"], trial["algorithm.alpha"])
-        assert trial["personalized_acc"] == pytest.approx(read_summary(run_dir)["personalized_acc"])
-    best = trials.loc[trials["personalized_acc"].idxmax()]
-    best_config = yaml.safe_load((spec.sweep_dir / "best_config.yaml").read_text())
-    assert (
-        best_config["train"]["lr"] == best["train.lr"]
-        and best_config["algorithm"]["alpha"] == best["algorithm.alpha"]
-    )
-    assert best_config["output"] == spec.base["output"]  # runnable as is, into the usual results

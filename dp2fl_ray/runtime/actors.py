@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dp2fl_ray.runtime.aggregator_actor import Aggregator, start_aggregator
 from dp2fl_ray.runtime.placement import forwarded_env, worker_placement
-from dp2fl_ray.runtime.worker_actor import BackboneWorker, start_workers
+from dp2fl_ray.runtime.worker_actor import BackboneWorker, keep_warm, start_workers
 
 __all__ = [
     "Aggregator",
     "BackboneWorker",
     "forwarded_env",
+    "keep_warm",
     "start_aggregator",
     "start_workers",
     "worker_placement",

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import ray
+from ray.util.placement_group import get_current_placement_group
 
 from dp2fl_ray.algorithms.base import CrossEval
 from dp2fl_ray.algorithms.registry import build_algorithm
@@ -34,7 +35,7 @@ from dp2fl_ray.errors import CheckpointError, ConfigError, Dp2flError, RunError,
 from dp2fl_ray.metrics import MetricsWriter, read_summary, read_table, write_json
 from dp2fl_ray.preflight import check_run_name, preflight
 from dp2fl_ray.runtime import records
-from dp2fl_ray.runtime.actors import start_aggregator, start_workers
+from dp2fl_ray.runtime.actors import keep_warm, start_aggregator, start_workers
 from dp2fl_ray.runtime.aggregation import Opening, ServerRound
 from dp2fl_ray.runtime.checkpoint import MANIFEST, load_checkpoint, save_checkpoint
 from dp2fl_ray.runtime.cohort import cut_slices, held_out_clients, parse_joins, population_at, sample_cohort
@@ -165,7 +166,7 @@ def _execute(
             raise
         finally:
             write_json(run_dir / "summary.json", summary)
-            simulation.stop()
+            simulation.stop(keep_workers=summary["status"] == "completed" and not started_ray)
             if started_ray:
                 ray.shutdown()
 
@@ -265,7 +266,7 @@ class Simulation:
         cfg, rt = self.config, self.config.runtime
         t0 = time.perf_counter()
         check_pool_fits(ray.cluster_resources(), rt.workers, rt.cpus_per_worker, rt.gpus_per_worker)
-        self.workers = start_workers(config_to_dict(cfg), rt, self.run_id)
+        self.workers = start_workers(config_to_dict(cfg), rt, self.run_id, warm=rt.keep_workers)
         self.pool = WorkerPool(self.workers, rt.max_retries)
         fed = cfg.federation
         info = ray.get(self.workers[0].describe.remote())
@@ -317,9 +318,24 @@ class Simulation:
             "store_dtype": self.config.store.dtype,
         }
 
-    def stop(self) -> None:
-        """Release the actors (a shared cluster keeps running other work)."""
-        for actor in [*getattr(self, "workers", []), getattr(self, "aggregator", None)]:
+    def stop(self, keep_workers: bool = False) -> None:
+        """Release the actors (a shared cluster keeps running other work). With ``keep_workers``
+        (a completed run on a cluster this process did not start) and ``runtime.keep_workers``,
+        the backbone workers stay warm for this process's next run (``warm_workers.py``),
+        unless one died during the run or the run is a Tune trial's."""
+        workers = getattr(self, "workers", [])
+        pool = getattr(self, "pool", None)
+        if (
+            keep_workers
+            and self.config.runtime.keep_workers
+            and pool is not None
+            and pool.retries == 0
+            and len(pool.workers) == len(workers)
+            and get_current_placement_group() is None
+        ):
+            keep_warm(self.config, workers)
+            workers = []
+        for actor in [*workers, getattr(self, "aggregator", None)]:
             if actor is not None:
                 ray.kill(actor)
 

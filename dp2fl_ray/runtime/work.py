@@ -110,11 +110,33 @@ class WorkerCore:
 
     def __init__(self, config: dict[str, Any] | ExperimentConfig, num_threads: int | None = None) -> None:
         _configure_logging()
-        self.config = config if isinstance(config, ExperimentConfig) else config_from_dict(config)
+        cfg = config if isinstance(config, ExperimentConfig) else config_from_dict(config)
         if num_threads:
             torch.set_num_threads(num_threads)
-        cfg = self.config
         self.source = load_source(cfg.data.source, cfg.data.path, cfg.seed, image_size=cfg.data.image_size)
+        # text inputs are a numpy object array of str (data/base.py)
+        texts = list(cast(np.ndarray, self.source.train.inputs)) if self.source.modality == "text" else []
+        self.model = build_model(
+            cfg.model, self.source.class_names, texts=texts, gpus_per_worker=cfg.runtime.gpus_per_worker
+        )  # texts: a tiny model's vocabulary
+        self.reconfigure(cfg)
+        log.info(
+            "worker ready: backbone=%s device=%s threads=%d",
+            cfg.model.backbone,
+            self.model.device,
+            torch.get_num_threads(),
+        )
+
+    def reconfigure(self, config: dict[str, Any] | ExperimentConfig, num_threads: int | None = None) -> None:
+        """Take another run's config, keeping the backbone and the data source.
+
+        The caller guarantees that what ``__init__`` built them from (model, data bar its
+        partition, seed, resources) is unchanged (``warm_workers.backbone_key``); everything
+        else a run may change is rebuilt here: the partitioner, the algorithm and the local
+        training."""
+        self.config = cfg = config if isinstance(config, ExperimentConfig) else config_from_dict(config)
+        if num_threads:
+            torch.set_num_threads(num_threads)
         p = cfg.data.partition
         self.partitioner = Partitioner(
             self.source, p.scheme, cfg.seed, alpha=p.alpha, shots=p.shots,
@@ -122,20 +144,9 @@ class WorkerCore:
             dominant_fraction=p.dominant_fraction, val_fraction=p.val_fraction,
             test_fraction=p.test_fraction, samples_per_client=p.samples_per_client,
         )  # fmt: skip
-        # text inputs are a numpy object array of str (data/base.py)
-        texts = list(cast(np.ndarray, self.source.train.inputs)) if self.source.modality == "text" else []
-        self.model = build_model(
-            cfg.model, self.source.class_names, texts=texts, gpus_per_worker=cfg.runtime.gpus_per_worker
-        )  # texts: a tiny model's vocabulary
         self.algorithm = build_algorithm(cfg.algorithm).for_model(self.model)
         self.forward = self.algorithm.forward()
         self.hp = self.algorithm.local_training(cfg.train)
-        log.info(
-            "worker ready: backbone=%s device=%s threads=%d",
-            cfg.model.backbone,
-            self.model.device,
-            torch.get_num_threads(),
-        )
 
     def describe(self) -> dict[str, Any]:
         """Facts for the run's log and summary."""

@@ -10,6 +10,8 @@ from typing import Any, cast
 
 import ray
 
+from dp2fl_ray.config import ExperimentConfig, config_to_dict
+from dp2fl_ray.runtime import warm_workers
 from dp2fl_ray.runtime.placement import forwarded_env, worker_placement
 from dp2fl_ray.runtime.rows import SliceRows
 from dp2fl_ray.runtime.work import TrainMeta, WorkerCore
@@ -27,21 +29,41 @@ class BackboneWorker(WorkerCore):
         return WorkerCore.train_rows(self, *args)
 
 
-def start_workers(config_dict: dict[str, Any], runtime: Any, run_id: str) -> list[Any]:
-    """The backbone worker pool: ``runtime.workers`` actors with the configured resources,
-    named ``dp2fl:<run_id>:worker-<i>`` (so ``ray.get_actor`` finds them)."""
-    threads = max(1, int(runtime.cpus_per_worker))
-    options = {
+def _options(runtime: Any) -> dict[str, Any]:
+    return {
         "num_cpus": runtime.cpus_per_worker,
         "num_gpus": runtime.gpus_per_worker,
         "max_restarts": runtime.max_retries,  # a dead worker comes back; its slice is re-run
         "runtime_env": {"env_vars": forwarded_env()},
     }
-    return [
+
+
+def start_workers(config_dict: dict[str, Any], runtime: Any, run_id: str, warm: bool = False) -> list[Any]:
+    """The backbone worker pool: ``runtime.workers`` actors with the configured resources.
+
+    With ``warm``, the workers a previous run of this process kept (``warm_workers.py``) come
+    first when their backbone key matches, re-read this config (``WorkerCore.reconfigure``),
+    and only the rest are started. New workers are named ``dp2fl:<run_id>:worker-<i>`` (so
+    ``ray.get_actor`` finds them); a reused one keeps the name of the run that started it.
+    """
+    threads = max(1, int(runtime.cpus_per_worker))
+    options = _options(runtime)
+    reused = (
+        warm_workers.take(warm_workers.backbone_key(config_dict, options), runtime.workers) if warm else []
+    )
+    ray.get([w.reconfigure.remote(config_dict, threads) for w in reused])
+    started = [
         cast(Any, BackboneWorker)
         .options(  # ray.remote's class decorator is typed as the class itself
             name=f"dp2fl:{run_id}:worker-{i}", scheduling_strategy=worker_placement(i), **options
         )
         .remote(config_dict, threads)
-        for i in range(runtime.workers)
+        for i in range(len(reused), runtime.workers)
     ]
+    return reused + started
+
+
+def keep_warm(config: ExperimentConfig, workers: list[Any]) -> None:
+    """Hand a completed run's workers to ``warm_workers`` for this process's next run."""
+    config_dict = config_to_dict(config)
+    warm_workers.keep(warm_workers.backbone_key(config_dict, _options(config.runtime)), workers)

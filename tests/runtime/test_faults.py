@@ -53,17 +53,13 @@ def _assert_same_numbers(a: Path, b: Path, ignore: tuple[str, ...] = ()) -> None
 
 
 @pytest.fixture(scope="module")
-def base(tiny_config: ExperimentConfig) -> ExperimentConfig:
-    return tiny_config.with_overrides(
-        ["federation.rounds=3", "output.checkpoint_every=1", "runtime.max_retries=2"]
-    )
+def base(checkpointed_base: ExperimentConfig) -> ExperimentConfig:
+    return checkpointed_base
 
 
 @pytest.fixture(scope="module")
-def reference(ray_cluster: None, base: ExperimentConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("reference")
-    run_experiment(base, output_dir=out, run_name="ref", progress=False)
-    return out / "ref"
+def reference(undisturbed_run: Path) -> Path:
+    return undisturbed_run
 
 
 @pytest.mark.parametrize(("workers", "cpus", "per_slice"), [(1, 1.0, 8), (3, 0.5, 1), (2, 1.0, 3)])
