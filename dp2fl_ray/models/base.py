@@ -135,6 +135,28 @@ def rowwise(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> t
     return layer(torch.cat([x, pad]))[:rows]  # (R, d_out)
 
 
+class RowwiseLinear(nn.Linear):
+    """An ``nn.Linear`` whose every output row is bit-identical whatever the number of rows
+    (``rowwise`` over the flattened leading dimensions).
+
+    A backbone's own layers see few rows when a slice's last batch holds one sample: a CLIP or
+    ViT block then multiplies a handful of token rows, and on AVX-512 CPUs the fc2 GEMM
+    (256 -> 64) rounds differently below 11 rows. ``pad_small_gemms`` turns a frozen
+    backbone's layers into this class in place: same parameters, same state-dict keys.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        return rowwise(super().forward, flat).reshape(*x.shape[:-1], self.out_features)
+
+
+def pad_small_gemms(module: nn.Module) -> None:
+    """Make every plain ``nn.Linear`` inside ``module`` a ``RowwiseLinear`` (in place)."""
+    for layer in module.modules():
+        if type(layer) is nn.Linear:
+            layer.__class__ = RowwiseLinear
+
+
 def iter_chunks(n: int, size: int) -> Iterator[slice]:
     """Consecutive slices of ``range(n)`` of at most ``size`` elements."""
     for start in range(0, n, size):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from transformers import CLIPModel, CLIPTextConfig, CLIPVisionConfig, PreTrainedTokenizerBase
 
 from dp2fl_ray.errors import ModelError
-from dp2fl_ray.models.base import DualPromptModel, rowwise
+from dp2fl_ray.models.base import DualPromptModel, pad_small_gemms, rowwise
 from dp2fl_ray.models.layout import PromptLayout
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -59,6 +59,7 @@ class ClipMaple(DualPromptModel):
                 f"model.prompt.depth={depth} but this CLIP has {max_depth} layers in its "
                 f"shallower encoder; set model.prompt.depth to 1..{max_depth}"
             )
+        pad_small_gemms(clip)  # a slice's 1-sample batch rounds as in a full one
         self.clip = clip
         self.n_ctx, self.depth = n_ctx, depth
         self.num_classes = len(class_names)

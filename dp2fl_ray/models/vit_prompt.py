@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from dp2fl_ray.errors import ModelError
-from dp2fl_ray.models.base import DualPromptModel
+from dp2fl_ray.models.base import DualPromptModel, pad_small_gemms
 from dp2fl_ray.models.prompt_ops import (
     coupled_prompts,
     deep_prompt_layouts,
@@ -63,6 +63,7 @@ class ViTPrompt(DualPromptModel):
                 f"model.prompt.depth={depth} but this ViT has {blocks} blocks; "
                 f"set model.prompt.depth to 1..{blocks}"
             )
+        pad_small_gemms(vit)  # a slice's 1-sample batch rounds as in a full one
         self.vit = vit
         self.n_ctx, self.depth, self.num_classes = n_ctx, depth, num_classes
         self.dim = int(vit.embed_dim)
