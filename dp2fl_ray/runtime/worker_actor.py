@@ -43,14 +43,17 @@ def start_workers(config_dict: dict[str, Any], runtime: Any, run_id: str, warm: 
 
     With ``warm``, the workers a previous run of this process kept (``warm_workers.py``) come
     first when their backbone key matches, re-read this config (``WorkerCore.reconfigure``),
-    and only the rest are started. New workers are named ``dp2fl:<run_id>:worker-<i>`` (so
-    ``ray.get_actor`` finds them); a reused one keeps the name of the run that started it.
+    and only the rest are started; without it, kept workers are released first. New workers
+    are named ``dp2fl:<run_id>:worker-<i>`` (so ``ray.get_actor`` finds them); a reused one
+    keeps the name of the run that started it.
     """
     threads = max(1, int(runtime.cpus_per_worker))
     options = _options(runtime)
-    reused = (
-        warm_workers.take(warm_workers.backbone_key(config_dict, options), runtime.workers) if warm else []
-    )
+    if warm:
+        reused = warm_workers.take(warm_workers.backbone_key(config_dict, options), runtime.workers)
+    else:  # workers this process kept hold resources the new ones may need
+        warm_workers.release()
+        reused = []
     ray.get([w.reconfigure.remote(config_dict, threads) for w in reused])
     started = [
         cast(Any, BackboneWorker)
