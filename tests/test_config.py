@@ -102,6 +102,7 @@ SCHEMA_DEFAULTS: dict[str, Any] = {
         "address": None,
         "max_retries": 2,
         "max_failures": 0,
+        "keep_workers": False,
     },
     "store": {
         "backend": "memory",
