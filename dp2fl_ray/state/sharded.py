@@ -247,6 +247,7 @@ class ShardedClientStore(ClientStore):
         self._dir_made = False
         self._on_disk: set[int] = set()
         self._rows = 0
+        self._cached_rows = 0  # rows in the cache, kept as they change: the eviction test is O(1)
         for shard, info in self._list_shards().items():
             self._rows += self._read_footer(shard, info.path)
             self._on_disk.add(shard)
@@ -278,7 +279,9 @@ class ShardedClientStore(ClientStore):
             rows = self._load(shard, create=True)
             assert rows is not None  # create=True always gives a shard
             for p in positions:
-                self._rows += rows.put(ids[p], states[p], prompts[p])
+                new = rows.put(ids[p], states[p], prompts[p])
+                self._rows += new
+                self._cached_rows += new
 
     def __len__(self) -> int:
         return self._rows
@@ -301,7 +304,7 @@ class ShardedClientStore(ClientStore):
     def close(self) -> None:
         """Flush, then drop the cache (the store can still be used; shards reload on demand)."""
         self.flush()
-        self._cache.clear()
+        self._drop_cache()
 
     # --- beyond the interface --------------------------------------------------------
 
@@ -350,7 +353,7 @@ class ShardedClientStore(ClientStore):
         src = f"{self._root}/_checkpoints/{tag}"
         if self._fs.get_file_info(src).type != pafs.FileType.Directory:
             raise StoreError(f"the store copy {src} of a checkpoint is missing; start the run again")
-        self._cache.clear()
+        self._drop_cache()
         for info in self._list_shards().values():
             self._fs.delete_file(info.path)
         for info in self._fs.get_file_info(pafs.FileSelector(src)):
@@ -405,17 +408,23 @@ class ShardedClientStore(ClientStore):
             if victim.dirty:
                 self._write(old, victim)  # if it fails, the shard stays cached and dirty
             del self._cache[old]
+            self._cached_rows -= victim.n
         if shard in self._on_disk:
             rows = self._read(shard)
         else:
             assert self._dim is not None  # set by _check_prompts before any create
             rows = _Shard.empty(self._dim, self.dtype)
         self._cache[shard] = rows
+        self._cached_rows += rows.n
         return rows
+
+    def _drop_cache(self) -> None:
+        self._cache.clear()
+        self._cached_rows = 0
 
     def _cached_bytes(self) -> int:
         """Payload bytes of the cached rows (a sparse shard of a huge population holds few)."""
-        return sum(rows.n for rows in self._cache.values()) * self.bytes_per_client()
+        return self._cached_rows * self.bytes_per_client()
 
     def _corrupt(self, shard: int, why: str) -> StoreError:
         lo = shard * self.shard_size

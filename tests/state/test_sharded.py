@@ -291,3 +291,29 @@ def test_sparse_shards_under_the_byte_budget_stay_cached_and_write_nothing(tmp_p
     tight = ShardedClientStore(str(tmp_path / "tight"), shard_size=4, cache_shards=2, cache_mib=0.0)
     tight.put_many(ids, [ClientState(np.ones(4, np.float32), 0.5, 1) for _ in ids])
     assert len(tight.cached_shards()) == 2  # count bound alone
+
+
+def test_the_byte_budget_evicts_as_the_cached_rows_say_after_puts_reads_and_evictions(tmp_path: Path) -> None:
+    """The store counts its cached rows as they change (the eviction check must not re-sum the
+    cache at every shard load); the count must match the cache after any mix of operations."""
+    row_bytes = 4 * DIM + 20
+    store = ShardedClientStore(
+        str(tmp_path), shard_size=4, cache_shards=2, cache_mib=10 * row_bytes / 2**20
+    )  # room for 10 rows, whatever the shard count
+    rng = np.random.default_rng(0)
+    written: set[int] = set()
+    for step in range(40):
+        ids = sorted({int(c) for c in rng.integers(0, 80, size=int(rng.integers(1, 6)))})
+        if step % 3:
+            store.put_many(ids, [state(c) for c in ids])
+            written.update(ids)
+        else:
+            store.get_many(ids)
+        if step % 13 == 12:
+            store.close()
+        cached = [store._cache[s].n for s in store.cached_shards()]
+        assert store._cached_bytes() == sum(cached) * row_bytes
+    rows = store.get_many(sorted(written))  # evicted shards were written back, whole
+    for c, row in zip(sorted(written), rows):
+        assert_row(row, c)
+    assert len(store) == len(written)
