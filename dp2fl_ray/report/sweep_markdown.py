@@ -153,10 +153,13 @@ def _comparison_sections(data: SweepData, baseline: str) -> list[str]:
         return ["## Paired differences", f"Only one method (`{baseline}`) in this sweep: nothing to compare."]
     family = len(others)
     correction = (
-        f"Correction for {family} methods compared at once in each setting: p-values Holm-adjusted "
-        f"(step-down), intervals Bonferroni-widened to "
+        f"Correction for up to {family} methods compared at once in each setting: p-values "
+        f"Holm-adjusted (step-down), intervals Bonferroni-widened to "
         f"{100 * stats.bonferroni_level(stats.LEVEL, family):.2f}% "
-        "each (simultaneous 95% coverage), for the paired t-test and the bootstrap alike."
+        "each (simultaneous 95% coverage), for the paired t-test and the bootstrap alike. A "
+        "comparison whose per-seed differences are all equal has no t-test (`p` is `-`) and "
+        "leaves the t-test's family, so a setting with one has a smaller family: the `CI level` "
+        "column gives each row's level."
         if family > 1
         else "One method compared: no correction needed (adjusted = raw)."
     )
