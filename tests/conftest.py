@@ -20,18 +20,6 @@ from dp2fl_ray.config import ExperimentConfig, config_from_dict
 TINY = {"hidden": 64, "layers": 2, "heads": 4, "projection": 32, "image_size": 16, "patch_size": 8}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Longest modules first (``slow(seconds)``, measured with ``--durations``), so that the two
-    test processes (``-n 2 --dist loadfile``) fill their last minutes with short modules instead
-    of one waiting on the other's long one. The sort is stable: a module keeps its own order."""
-
-    def cost(item: pytest.Item) -> float:
-        mark = item.get_closest_marker("slow")
-        return -float(mark.args[0]) if mark is not None and mark.args else 0.0
-
-    items.sort(key=cost)
-
-
 @pytest.fixture(scope="session")
 def tiny_config() -> ExperimentConfig:
     """A small, fast experiment: tiny CLIP on digits, 4 clients.

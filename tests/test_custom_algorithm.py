@@ -15,8 +15,6 @@ from dp2fl_ray.config import config_from_dict
 from dp2fl_ray.errors import ConfigError
 from dp2fl_ray.metrics import read_table
 
-pytestmark = pytest.mark.slow(38)
-
 EXAMPLE = Path(__file__).resolve().parents[1] / "experiments" / "custom_algorithm"
 TINY = "model.tiny={hidden: 64, layers: 2, heads: 4, projection: 32, image_size: 16, patch_size: 8}"
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from benchmark_script import run_benchmark
-
-pytestmark = pytest.mark.slow(60)
 
 
 def test_quick_mode_writes_a_table_whose_evaluated_rounds_agree(tmp_path: Path) -> None:

@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from benchmark_script import run_benchmark
-
-pytestmark = pytest.mark.slow(110)
 
 
 def test_gpu_check_cpu_quick_runs_every_check_and_writes_the_report(tmp_path: Path) -> None:

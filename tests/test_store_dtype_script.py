@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from benchmark_script import run_benchmark
-
-pytestmark = pytest.mark.slow(62)
 
 
 def test_store_dtype_cpu_quick_compares_float32_and_bfloat16(tmp_path: Path) -> None:

@@ -29,8 +29,6 @@ from dp2fl_ray.config import load_config
 from dp2fl_ray.errors import ConfigError
 from dp2fl_ray.metrics import read_summary, read_table
 
-pytestmark = pytest.mark.slow(127)
-
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SUBMIT = ("dp2fl_ray.commands.submit", "submit one experiment as a Ray job and follow its logs")

@@ -22,7 +22,7 @@ from dp2fl_ray.metrics import read_summary, read_table
 from dp2fl_ray.report import write_sweep_report
 from dp2fl_ray.tune import run_sweep, sweep_from_dict
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow(121)]
+pytestmark = pytest.mark.ray
 
 
 def _spec(tiny_config: ExperimentConfig, output: Path) -> dict[str, Any]:

@@ -27,8 +27,6 @@ from dp2fl_ray.models.base import DualPromptModel
 from dp2fl_ray.models.layout import PromptLayout
 from dp2fl_ray.models.loader import build_model
 
-pytestmark = pytest.mark.slow(56)
-
 LAYOUT = PromptLayout((("ctx", (2, 3)), ("deep", (2, 2, 3)), ("bias", (4,))))
 
 

@@ -17,7 +17,7 @@ from dp2fl_ray.report import write_report
 
 from .conftest import markdown_table
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow(53)]
+pytestmark = pytest.mark.ray
 
 PLOTS = {"accuracy.png", "client_accuracy.png", "crosseval.png", "global_weights.png", "timing.png"}
 NEEDS_AGGREGATION = {"crosseval.png", "global_weights.png"}

@@ -10,7 +10,7 @@ from dp2fl_ray.config import ExperimentConfig
 from dp2fl_ray.metrics import read_table
 from dp2fl_ray.runtime.simulation import run_experiment
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow(34)]
+pytestmark = pytest.mark.ray
 
 
 @pytest.mark.parametrize("name", ["local", "promptfl", "fedprox", "pfedme"])

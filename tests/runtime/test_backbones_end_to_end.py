@@ -10,7 +10,7 @@ from dp2fl_ray.config import ExperimentConfig
 from dp2fl_ray.metrics import read_table
 from dp2fl_ray.runtime.simulation import run_experiment
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow(39)]
+pytestmark = pytest.mark.ray
 
 BACKBONES = {
     "vit": ["model.backbone=vit", "model.name=vit_base_patch16_224", "data.source=digits"],

@@ -14,7 +14,7 @@ from dp2fl_ray.errors import ConfigError
 from dp2fl_ray.metrics import TABLES, read_summary, read_table
 from dp2fl_ray.runtime.simulation import check_pool_fits, run_experiment
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow(26)]
+pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from dp2fl_ray.metrics import read_summary, read_table
 from dp2fl_ray.runtime.simulation import resume_experiment, run_experiment
 from dp2fl_ray.runtime.work import FAULT_ENV
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow(138)]
+pytestmark = pytest.mark.ray
 
 
 def test_a_client_whose_training_raises_is_recorded_and_the_round_goes_on(

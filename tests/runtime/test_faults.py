@@ -20,7 +20,7 @@ from dp2fl_ray.metrics import read_summary, read_table
 from dp2fl_ray.runtime.simulation import resume_experiment, run_experiment
 from dp2fl_ray.runtime.work import WorkerCore
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow(277)]
+pytestmark = pytest.mark.ray
 
 
 def _is_timing(column: str) -> bool:

@@ -23,8 +23,6 @@ import yaml
 from dp2fl_ray.config import ExperimentConfig, config_to_dict, load_config
 from dp2fl_ray.metrics import read_table
 
-pytestmark = pytest.mark.slow(67)
-
 COMPARED = [
     "train_loss",
     "baseline_loss",

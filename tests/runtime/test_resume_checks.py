@@ -14,7 +14,7 @@ from dp2fl_ray.metrics import read_summary, read_table
 from dp2fl_ray.runtime.resume_checks import config_diff
 from dp2fl_ray.runtime.simulation import resume_experiment, run_experiment
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow(29)]
+pytestmark = pytest.mark.ray
 
 
 class _Crash(RuntimeError):

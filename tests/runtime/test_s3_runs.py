@@ -27,7 +27,7 @@ from dp2fl_ray.metrics import read_summary, read_table
 if TYPE_CHECKING:  # the three-node subprocess runs this file without the tests on its path
     from s3_server import S3Server
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow(117)]
+pytestmark = pytest.mark.ray
 
 
 def numbers(run_dir: Path) -> dict[str, pd.DataFrame]:

@@ -13,7 +13,7 @@ from cli_driver import checkpointed_round, resume, start_driver, wait_for_first_
 from dp2fl_ray.config import ExperimentConfig, save_config
 from dp2fl_ray.metrics import read_summary, read_table
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow(79)]
+pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from dp2fl_ray.metrics import read_table
 from dp2fl_ray.runtime import warm_workers
 from dp2fl_ray.runtime.simulation import run_experiment
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow(84)]
+pytestmark = pytest.mark.ray
 
 
 def _run(config: ExperimentConfig, out: Path, name: str) -> set[str]:
