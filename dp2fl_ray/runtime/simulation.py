@@ -207,10 +207,14 @@ def store_projection(store: StoreConfig) -> dict[str, Any]:
 
 
 def connect_ray(address: str | None) -> bool:
-    """Join the configured cluster or start a local one; True if this call started Ray."""
+    """Join the configured cluster or start a local one; True if this call started Ray.
+
+    With no address (config or ``RAY_ADDRESS``) the run gets a new local Ray, as documented:
+    never a cluster that a ``ray start`` left on this machine, which a bare ``ray.init()`` would
+    join silently. Name it (``--address auto`` or its address) to use it."""
     if ray.is_initialized():
         return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
     ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     return True
 

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     frames = []
     methods = METHODS[:1] if args.quick else args.methods  # the quick mode proves the script, not DP2FL
     with tempfile.TemporaryDirectory() as tmp:

@@ -396,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.out / "gpu_check_runs" / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     t0 = time.perf_counter()
     ray.init(
+        address="local",  # its own Ray, never a cluster another `ray start` left on this machine
         num_cpus=2 if args.cpu_quick else None,
         include_dashboard=False,
         log_to_driver=False,

@@ -290,7 +290,9 @@ def child_main(spec: dict[str, Any], result_path: Path) -> None:
             spec.get("max_eval_models", 0),
         )
     )
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False
+    )
     me = os.getpid()
     rss_before = _rss_now()
     agg_peak = [0]
