@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 from dp2fl_ray.algorithms.promptfl import PromptFL
 from dp2fl_ray.config import AlgorithmOptions, option
-from dp2fl_ray.engine.batched import LocalTraining
 
 if TYPE_CHECKING:
     from dp2fl_ray.config import TrainConfig
+    from dp2fl_ray.engine.batched import LocalTraining
 
 
 @dataclass(frozen=True)
