@@ -685,7 +685,7 @@ def main() -> None:
     axis = {k: v for k, v in COHORT_AXIS.items() if k != "cohorts"}
     if args.quick:
         axis["population"] = 100_000
-    specs += [{**axis, "cohort": c, "rep": 1} for c in cohorts]
+    specs += [{**axis, "cohort": c, "rep": rep} for rep in range(1, reps + 1) for c in cohorts]  # interleaved
     rows = []
     for spec in specs:
         spec = {**spec, "out_dir": str(work), "batch": stamp,
