@@ -25,7 +25,7 @@ from dp2fl_ray.runtime.cohort import cut_slices
 from dp2fl_ray.runtime.crosseval import CrossEval, block_pairs, candidate_models, models_per_client
 from dp2fl_ray.runtime.movement import RowsRef
 from dp2fl_ray.runtime.pool import WorkerPool
-from dp2fl_ray.runtime.work import EvalResult, TrainResult
+from dp2fl_ray.runtime.results import EvalResult, TrainResult
 
 
 class Evaluation:

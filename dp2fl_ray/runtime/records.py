@@ -9,8 +9,8 @@ import pandas as pd
 
 from dp2fl_ray.algorithms.base import CrossEval
 from dp2fl_ray.runtime.aggregation import ServerRound
+from dp2fl_ray.runtime.results import EvalResult
 from dp2fl_ray.runtime.training import TrainedCohort
-from dp2fl_ray.runtime.work import EvalResult
 
 
 @dataclass(frozen=True)

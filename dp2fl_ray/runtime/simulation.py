@@ -49,12 +49,12 @@ from dp2fl_ray.runtime.evaluation import (
 from dp2fl_ray.runtime.movement import RowsRef
 from dp2fl_ray.runtime.pool import WorkerPool
 from dp2fl_ray.runtime.progress import RoundProgress
+from dp2fl_ray.runtime.results import EvalResult
 from dp2fl_ray.runtime.resume_checks import check_resumable, config_sha256, metrics_inventory
 from dp2fl_ray.runtime.run_lock import RunLock
 from dp2fl_ray.runtime.stop_signals import StopSignals
 from dp2fl_ray.runtime.training import train_cohort
 from dp2fl_ray.runtime.user_errors import strip_ansi, user_error
-from dp2fl_ray.runtime.work import EvalResult
 from dp2fl_ray.state.sizing import store_sizes
 
 log = logging.getLogger("dp2fl_ray")

@@ -18,7 +18,7 @@ import numpy as np
 
 from dp2fl_ray.errors import RunError
 from dp2fl_ray.runtime.pool import WorkerPool
-from dp2fl_ray.runtime.work import TrainMeta
+from dp2fl_ray.runtime.results import TrainMeta
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -29,53 +28,12 @@ from dp2fl_ray.engine.scores import macro_f1, micro_f1
 from dp2fl_ray.engine.slice_memory import bytes_per_client
 from dp2fl_ray.models.loader import build_model
 from dp2fl_ray.models.memory import clients_per_slice_limit, slice_budget_bytes
+from dp2fl_ray.runtime.results import EvalResult, TrainMeta, TrainResult
 from dp2fl_ray.runtime.rows import SliceRows
 from dp2fl_ray.seeding import derive_seed
 
 SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """Per client of a slice (client-id order of the request)."""
-
-    client_ids: np.ndarray  # (B,) int64
-    task: np.ndarray  # (B, Dt) float32, the trained task prompts
-    data: np.ndarray  # (B, Dd) float32, the trained data prompts
-    train_loss: np.ndarray  # (B,) mean training loss
-    start_val_loss: np.ndarray  # (B,) loss of the start model on val (NaN where not asked)
-    start_test_acc: np.ndarray  # (B,) accuracy of the start model on test (NaN where not asked)
-    n_train: np.ndarray  # (B,)
-    seconds: float
-    personal_task: np.ndarray | None = None  # rows the method personalised (pFedMe's theta)
-    personal_data: np.ndarray | None = None
-
-
-@dataclass(frozen=True)
-class TrainMeta:
-    """What the driver reads of a slice's training (per client, request order): no rows."""
-
-    client_ids: np.ndarray  # (B,) int64
-    train_loss: np.ndarray  # (B,)
-    start_val_loss: np.ndarray  # (B,)
-    start_test_acc: np.ndarray  # (B,)
-    n_train: np.ndarray  # (B,)
-    rows_finite: np.ndarray  # (B,) bool: the client's trained task and data rows are finite
-    row_bytes: int  # bytes of the SliceRows returned beside this
-    seconds: float
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Per (model row, set) pair of the request."""
-
-    loss: np.ndarray  # (P,)
-    correct: np.ndarray  # (P,)
-    count: np.ndarray  # (P,)
-    micro_f1: np.ndarray  # (P,) NaN unless predictions were asked for
-    macro_f1: np.ndarray  # (P,)
-    majority_acc: np.ndarray  # (P,) the set's client always predicting its majority training class
-    seconds: float
+__all__ = ["EvalResult", "TrainMeta", "TrainResult", "WorkerCore", "local_training"]
 
 
 FAULT_ENV = "DP2FL_FAULT_CLIENTS"

@@ -1,32 +1,76 @@
 """The backbone worker actor: a thin shell over ``work.WorkerCore``.
 
 The shell adds what needs Ray: training answers with two objects, metadata for the driver and
-rows for the aggregator (``movement.py``), so the core stays plain.
+rows for the aggregator (``movement.py``), so the core stays plain. It builds its core inside
+``__init__``, on the worker: a driver that creates workers imports this module but never the
+model code (``work.py`` pulls in torch's model stack and transformers, several CPU-seconds a
+process), so ``dp2fl-ray run`` and each Tune trial start that much sooner.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
 import ray
 
 from dp2fl_ray.config import ExperimentConfig, config_to_dict
 from dp2fl_ray.runtime import warm_workers
 from dp2fl_ray.runtime.placement import forwarded_env, worker_placement
+from dp2fl_ray.runtime.results import EvalResult, TrainMeta, TrainResult
 from dp2fl_ray.runtime.rows import SliceRows
-from dp2fl_ray.runtime.work import TrainMeta, WorkerCore
+
+if TYPE_CHECKING:
+    from dp2fl_ray.runtime.work import WorkerCore
 
 
 @ray.remote
-class BackboneWorker(WorkerCore):
-    """Loads the backbone and data once; runs slices of training and evaluation."""
+class BackboneWorker:
+    """Loads the backbone and data once; runs slices of training and evaluation.
+
+    Every method is ``WorkerCore``'s of the same name (see there for the contracts)."""
+
+    def __init__(self, config: dict[str, Any] | ExperimentConfig, num_threads: int | None = None) -> None:
+        from dp2fl_ray.runtime.work import WorkerCore
+
+        self.core: WorkerCore = WorkerCore(config, num_threads)
 
     def ping(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
+    def reconfigure(self, config: dict[str, Any] | ExperimentConfig, num_threads: int | None = None) -> None:
+        self.core.reconfigure(config, num_threads)
+
+    def describe(self) -> dict[str, Any]:
+        return self.core.describe()
+
+    def slice_capacity(self) -> dict[str, int]:
+        return self.core.slice_capacity()
+
+    def initial_prompts(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.core.initial_prompts()
+
+    def initial_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.core.initial_rows()
+
+    def train_slice(self, *args: Any) -> TrainResult:
+        return self.core.train_slice(*args)
+
     @ray.method(num_returns=2)  # type: ignore[misc]
     def train_rows(self, *args: Any) -> tuple[TrainMeta, SliceRows]:
-        return WorkerCore.train_rows(self, *args)
+        return self.core.train_rows(*args)
+
+    def evaluate_rows(self, *args: Any) -> EvalResult:
+        return self.core.evaluate_rows(*args)
+
+    def evaluate_own(
+        self, rows: SliceRows, set_clients: Sequence[int], splits: Sequence[tuple[str, bool]]
+    ) -> list[EvalResult]:
+        return self.core.evaluate_own(rows, set_clients, splits)
+
+    def evaluate(self, *args: Any) -> EvalResult:
+        return self.core.evaluate(*args)
 
 
 def _options(runtime: Any) -> dict[str, Any]:
