@@ -24,7 +24,7 @@ Hooks never mutate their inputs; what passes between them is frozen dataclasses.
 
 This module imports no torch: the client-side hooks import the engine when they run, so an
 aggregator running a numpy-only method (DP2FL, PromptFL, FedProx, Local) starts without it
-(~1 CPU-second and ~160 MiB instead of ~3.5 s and ~770 MiB; ``test_aggregator_imports.py``).
+(~1 CPU-second and ~160 MiB instead of ~3.5 s and ~770 MiB; ``test_light_imports.py``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""The aggregator process never imports torch for the numpy-only methods.
+"""The aggregator and the driver import no model code; only the backbone workers do.
 
-An aggregator starts once per run; torch would cost it ~2-3 CPU-seconds and ~600 MiB of
-resident memory for nothing, since its server maths is numpy. A top-level ``import torch``
-slipping into ``algorithms/base.py`` or the runtime's server modules fails this test."""
+An aggregator starts once per run, a driver once per CLI run or Tune trial; torch's model
+stack and transformers would cost each several CPU-seconds and hundreds of MiB for nothing,
+since the server maths is numpy and the driver handles ids, losses and metrics. A top-level
+``import torch`` slipping into ``algorithms/base.py``, the runtime's server modules or the
+worker actor's shell fails these tests."""
 
 from __future__ import annotations
 
@@ -29,6 +31,25 @@ def test_the_aggregator_side_of_a_numpy_method_imports_no_torch(name: str) -> No
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def _heavy_modules_after(code: str) -> str:
+    probe = code + "\nprint(sorted(m for m in ('torch', 'transformers', 'timm') if m in sys.modules))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys\n" + probe],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+def test_the_driver_side_imports_neither_torch_nor_transformers() -> None:
+    """What ``dp2fl-ray run`` and a Tune trial import before the run starts its workers."""
+    code = "import dp2fl_ray.cli, dp2fl_ray.runtime.simulation, dp2fl_ray.runtime.actors, dp2fl_ray.tune"
+    assert _heavy_modules_after(code) == "[]"
 
 
 def test_the_worker_side_still_gets_the_default_training_loop() -> None:
