@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 
 from dp2fl_ray.data.base import DataSource, Split
 from dp2fl_ray.seeding import rng_for
@@ -14,6 +17,27 @@ DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 # The train/test split is fixed, independent of the experiment seed, so test sets (and the
 # accuracies measured on them) are comparable across runs and seeds.
 _SPLIT_SEED = 20240501
+
+
+def bundled_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The digits' pixel values ``(1797, 8, 8)`` (0..16) and labels ``(1797,)``.
+
+    Read from the CSV scikit-learn ships (``sklearn/datasets/data/digits.csv.gz``: 64 pixel
+    values, then the label, per row) without importing scikit-learn, which costs about a
+    CPU-second in every worker and driver that loads this source; ``load_digits`` itself where
+    the file is not where scikit-learn ships it. A test holds the two to the same arrays.
+    """
+    spec = importlib.util.find_spec("sklearn")  # finds the package without running it
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            with gzip.open(path, "rt") as handle:
+                table = np.loadtxt(handle, delimiter=",")  # (1797, 65)
+            return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return np.asarray(bunch.images), np.asarray(bunch.target, np.int64)
 
 
 def load_digits_source() -> DataSource:
@@ -28,9 +52,8 @@ def load_digits_source() -> DataSource:
         A source named ``"digits"``: 896 train and 901 test images ``(N, 3, 8, 8)``,
         class names ``"zero"`` ... ``"nine"``, no separate validation split.
     """
-    bunch = load_digits()
-    images = np.asarray(bunch.images, dtype=np.float32) / 16.0  # (1797, 8, 8) in [0, 1]
-    labels = np.asarray(bunch.target, dtype=np.int64)  # (1797,)
+    pixels, labels = bundled_digits()
+    images = np.asarray(pixels, dtype=np.float32) / 16.0  # (1797, 8, 8) in [0, 1]
 
     rng = rng_for(_SPLIT_SEED, "digits", "split")
     train_parts: list[np.ndarray] = []

@@ -231,3 +231,26 @@ def test_builtin_source_refuses_a_path() -> None:
     with pytest.raises(ConfigError) as info:
         load_source("digits", path="/tmp/somewhere")
     assert info.value.field == "data.path"
+
+
+def test_the_bundled_digits_file_reads_as_scikit_learns_load_digits() -> None:
+    """The source reads scikit-learn's CSV itself (no scikit-learn import in every worker): it
+    must give exactly the arrays ``load_digits`` gives, and the source must not import it."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from dp2fl_ray.data.digits import bundled_digits
+
+    pixels, labels = bundled_digits()
+    bunch = load_digits()
+    np.testing.assert_array_equal(pixels, bunch.images)
+    np.testing.assert_array_equal(labels, bunch.target)
+    assert labels.dtype == np.int64 and pixels.shape == (1797, 8, 8)
+    probe = "import sys\nfrom dp2fl_ray.data import load_source\nload_source('digits')\nprint('sklearn' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
