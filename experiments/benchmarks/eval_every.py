@@ -37,6 +37,9 @@ def run_one(method: str, every: int, rounds: int, quick: bool, out: Path, tag: s
     config = workload_config("clip" if quick else "minilm", algorithm=method, quick=quick).with_overrides(
         [f"federation.rounds={rounds}", f"federation.eval_every={every}", "federation.new_clients=2",
          "federation.population=22" if not quick else "federation.population=6"]
+        # the quick mode proves the script: its runs share one warm set of workers (same numbers);
+        # the full mode starts each run cold, so no run's round times inherit another's warm caches
+        + (["runtime.keep_workers=true"] if quick else [])
     )  # fmt: skip
     name = f"{method}-every{every}-{tag}"
     run_experiment(config, output_dir=out, run_name=name, progress=False)

@@ -68,7 +68,9 @@ def measure(config: Any, dtypes: list[str], work: Path, seeds: list[int]) -> lis
     rows = []
     for seed, dtype in ((s, d) for s in seeds for d in dtypes):
         name = f"seed{seed}-{dtype}"
-        run = with_dtype(config, dtype).with_overrides([f"seed={seed}"])
+        # a seed's runs share one warm set of workers (runtime.keep_workers: the same numbers as
+        # cold ones, tests/runtime/test_warm_workers.py); another seed starts new ones
+        run = with_dtype(config, dtype).with_overrides([f"seed={seed}", "runtime.keep_workers=true"])
         summary = run_experiment(run, output_dir=work, run_name=name, progress=False)
         print(f"seed {seed} {dtype}: personalized_acc {summary['personalized_acc']:.4f}", flush=True)
         rows.append(
