@@ -1,6 +1,8 @@
 """Whole runs whose client store is on S3 (moto's server on localhost, ``store.uri: s3://...``):
 an undisturbed run, a SIGKILLed driver resumed from S3, and three Ray nodes sharing the store.
-All three give the same Parquet numbers.
+All three give the same Parquet numbers. The three-node run is also the suite's multi-node
+placement check: workers spread over the worker nodes, the driver and the aggregator stay on
+the head, and every number equals the single-node run's.
 
 The three-node cluster (``ray.cluster_utils.Cluster``) needs a Ray instance of its own, so it
 runs in a subprocess: this file is also that script (``python test_s3_runs.py CONFIG OUT``).
@@ -104,9 +106,11 @@ def test_a_sigkilled_driver_resumes_from_s3_to_the_undisturbed_numbers(
 
 
 def run_on_three_nodes(config_path: str, out: str) -> None:
-    """The subprocess: a head with no CPUs and two 1-CPU worker nodes, all started without the
-    AWS variables; a 2-worker run on the S3 store; then every node opens the store and reads
-    the rows the run left (``nodes.json``: node -> clients stored)."""
+    """The subprocess: a head with no CPUs (so no worker can land there) and two 1-CPU worker
+    nodes, all started without the AWS variables; a 2-worker run on the S3 store, noting at
+    round 1 which actor is on which node; then every node opens the store and reads the rows
+    the run left (``nodes.json``: ``stored``, node -> clients stored; ``placement``, actor or
+    driver -> node)."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -121,13 +125,24 @@ def run_on_three_nodes(config_path: str, out: str) -> None:
     os.environ.update(aws)  # the driver has them; the nodes' processes do not
     ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
     config = load_config(config_path)
+    names = {node.node_id: f"node-{i}" for i, node in enumerate(nodes)}  # node-0 is the head
+    placement: dict[str, str] = {"driver": names[ray.get_runtime_context().get_node_id()]}
+
+    def locate(row: dict[str, Any]) -> None:
+        if row["round"] != 1:
+            return
+        for name in ray.util.list_named_actors():
+            if name.startswith("dp2fl:"):
+                actor = ray.get_actor(name)
+                node = actor.node_id.remote() if name.endswith(":aggregator") else actor.ping.remote()
+                placement[name.rsplit(":", 1)[1]] = names[ray.get(node)]
 
     @ray.remote(num_cpus=0)
     def rows_seen(uri: str, shard_size: int) -> int:
         return len(ShardedClientStore(uri, shard_size=shard_size))
 
     try:
-        run_experiment(config, output_dir=out, run_name="three-nodes", progress=False)
+        run_experiment(config, output_dir=out, run_name="three-nodes", progress=False, on_round=locate)
         seen: dict[str, Any] = {}
         for i, node in enumerate(nodes):
             where = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(node.node_id, soft=False)
@@ -136,10 +151,10 @@ def run_on_three_nodes(config_path: str, out: str) -> None:
     finally:
         ray.shutdown()
         cluster.shutdown()
-    Path(out, "nodes.json").write_text(json.dumps(seen, sort_keys=True))
+    Path(out, "nodes.json").write_text(json.dumps({"stored": seen, "placement": placement}, sort_keys=True))
 
 
-def test_three_nodes_share_the_s3_store_with_the_numbers_of_one(
+def test_three_nodes_place_the_actors_share_the_s3_store_and_give_the_numbers_of_one(
     reference: Path, base: ExperimentConfig, s3_uri: str, tmp_path: Path
 ) -> None:
     import yaml
@@ -150,7 +165,11 @@ def test_three_nodes_share_the_s3_store_with_the_numbers_of_one(
     done = subprocess.run([sys.executable, __file__, str(config_path), str(tmp_path)], env=env, check=False,
                           capture_output=True, text=True, timeout=500)  # fmt: skip
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    assert json.loads((tmp_path / "nodes.json").read_text()) == {"node-0": 4, "node-1": 4, "node-2": 4}
+    nodes = json.loads((tmp_path / "nodes.json").read_text())
+    assert nodes["stored"] == {"node-0": 4, "node-1": 4, "node-2": 4}
+    placement = nodes["placement"]
+    assert placement["driver"] == "node-0" and placement["aggregator"] == "node-0"  # the head
+    assert {placement["worker-0"], placement["worker-1"]} == {"node-1", "node-2"}
     assert_same_numbers(reference, tmp_path / "three-nodes")
 
 
