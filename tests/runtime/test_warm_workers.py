@@ -60,7 +60,11 @@ def test_another_seed_or_model_starts_new_workers_and_kills_the_kept_ones(
     ray_cluster: None, tiny_config: ExperimentConfig, tmp_path: Path
 ) -> None:
     warm_workers.release()
-    config = tiny_config.with_overrides(["runtime.keep_workers=true"])
+    # one worker a run: what is tested is which actors a run keeps, not how many (three cold
+    # starts of two workers each cost this test a minute)
+    config = tiny_config.with_overrides(
+        ["runtime.keep_workers=true", "runtime.workers=1", "federation.rounds=1"]
+    )
     kept = _run(config, tmp_path, "a")
     reseeded = _run(config.with_overrides(["seed=7"]), tmp_path, "b")
     assert reseeded.isdisjoint(kept)  # the seed builds the data: a new backbone key
@@ -68,4 +72,4 @@ def test_another_seed_or_model_starts_new_workers_and_kills_the_kept_ones(
     assert reshaped.isdisjoint(reseeded)
     alive = set(ray.util.list_named_actors())
     assert alive.isdisjoint(kept | reseeded) and reshaped <= alive  # only the last run's are kept
-    assert warm_workers.release() == 2
+    assert len(kept) == len(reseeded) == len(reshaped) == 1 and warm_workers.release() == 1
