@@ -99,6 +99,8 @@ class Check:
                 "cpus_per_worker": 1,
                 "gpus_per_worker": 0 if self.cpu_quick else 1,
                 "clients_per_slice": 4,
+                # CPU quick mode proves the script: runs of one backbone share warm workers
+                "keep_workers": self.cpu_quick,
             },
             "output": {"checkpoint_every": 0},
         }
