@@ -33,7 +33,6 @@ from dp2fl_ray.runtime.rows import SliceRows
 from dp2fl_ray.seeding import derive_seed
 
 SPLITS = ("train", "val", "test")
-__all__ = ["EvalResult", "TrainMeta", "TrainResult", "WorkerCore", "local_training"]
 
 
 FAULT_ENV = "DP2FL_FAULT_CLIENTS"

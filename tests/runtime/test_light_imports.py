@@ -16,40 +16,31 @@ import pytest
 SERVER_ONLY = ["dp2fl", "promptfl", "local", "fedprox"]
 
 
-@pytest.mark.parametrize("name", SERVER_ONLY)
-def test_the_aggregator_side_of_a_numpy_method_imports_no_torch(name: str) -> None:
-    code = (
-        "import sys\n"
-        "import dp2fl_ray.runtime.aggregator_actor\n"
-        "from dp2fl_ray.algorithms.registry import build_algorithm\n"
-        "from dp2fl_ray.config import AlgorithmConfig\n"
-        f"build_algorithm(AlgorithmConfig(name={name!r}))\n"
-        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
-    )
+def _loaded_after(code: str, modules: tuple[str, ...]) -> str:
+    """Which of ``modules`` a fresh interpreter has imported after running ``code``."""
+    probe = f"import sys\n{code}\nprint(sorted(m for m in {modules!r} if m in sys.modules))\n"
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[]"
-
-
-def _heavy_modules_after(code: str) -> str:
-    probe = code + "\nprint(sorted(m for m in ('torch', 'transformers', 'timm') if m in sys.modules))\n"
-    done = subprocess.run(
-        [sys.executable, "-c", "import sys\n" + probe],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=120
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.strip()
 
 
+@pytest.mark.parametrize("name", SERVER_ONLY)
+def test_the_aggregator_side_of_a_numpy_method_imports_no_torch(name: str) -> None:
+    code = (
+        "import dp2fl_ray.runtime.aggregator_actor\n"
+        "from dp2fl_ray.algorithms.registry import build_algorithm\n"
+        "from dp2fl_ray.config import AlgorithmConfig\n"
+        f"build_algorithm(AlgorithmConfig(name={name!r}))"
+    )
+    assert _loaded_after(code, ("torch",)) == "[]"
+
+
 def test_the_driver_side_imports_neither_torch_nor_transformers() -> None:
     """What ``dp2fl-ray run`` and a Tune trial import before the run starts its workers."""
     code = "import dp2fl_ray.cli, dp2fl_ray.runtime.simulation, dp2fl_ray.runtime.actors, dp2fl_ray.tune"
-    assert _heavy_modules_after(code) == "[]"
+    assert _loaded_after(code, ("torch", "transformers", "timm")) == "[]"
 
 
 def test_the_worker_side_still_gets_the_default_training_loop() -> None:
