@@ -19,6 +19,9 @@ from torch import nn
 from dp2fl_ray.errors import ModelError
 from dp2fl_ray.models.layout import PromptLayout
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # model.dtype
+TINY_BACKBONE_SEED = 0  # every worker builds the same tiny random backbone
+
 
 class DualPromptModel(nn.Module, abc.ABC):
     """A frozen backbone driven by per-client task and data prompts.
@@ -88,6 +91,14 @@ class DualPromptModel(nn.Module, abc.ABC):
     def token_logit_scale(self) -> torch.Tensor:
         """The scale that turns a cosine of ``token_features`` and class features into a logit."""
         raise ModelError(f"{type(self).__name__} has no cosine logit scale; use model.backbone clip")
+
+    def use_compiled_layers(self) -> None:
+        """``model.compile: true``: compile what this backbone compiles, and warm it up.
+
+        The config admits ``model.compile`` only for the backbones that override this
+        (``compiled.COMPILE_BACKBONES``); reaching the default is a programming error.
+        """
+        raise ModelError(f"model.compile is not implemented for {type(self).__name__}")
 
     def place(self, device: torch.device) -> DualPromptModel:
         """Move the backbone (and every buffer) to ``device``; prompts follow it per call."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -28,6 +28,8 @@ from transformers import (
 )
 
 from dp2fl_ray.errors import ModelError
+from dp2fl_ray.models.base import DTYPES, TINY_BACKBONE_SEED, DualPromptModel
+from dp2fl_ray.models.bert_prompt import BertPrompt
 
 MINILM = "minilm"
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -129,3 +131,22 @@ def check_supported(bert: PreTrainedModel, path: str) -> None:
             f"model.path {path!r} holds a {model_type!r} model; backbone bert takes encoder-only "
             f"models of type {', '.join(SUPPORTED_TYPES)}"
         )
+
+
+def build_bert(model_cfg: Any, class_names: Sequence[str], texts: Sequence[str],
+               device: torch.device) -> DualPromptModel:  # fmt: skip
+    """The ``bert`` backbone's builder (``models/loader.py``). A tiny random encoder's
+    vocabulary covers ``texts``, the class names and the prompt's init text."""
+    prompt = model_cfg.prompt
+    bert: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    if model_cfg.path is None:
+        vocab_texts = [*texts, *(name.replace("_", " ") for name in class_names), prompt.init]
+        tiny = model_cfg.tiny
+        bert, tokenizer = build_tiny_bert(vocab_texts, tiny, model_cfg.max_length, TINY_BACKBONE_SEED)
+    else:
+        bert, tokenizer = load_bert(model_cfg.path)
+    return BertPrompt(
+        bert, tokenizer, class_names, prompt.n_ctx, prompt.depth, prompt.init, model_cfg.max_length, device,
+        DTYPES[model_cfg.dtype],
+    )  # fmt: skip

@@ -33,8 +33,9 @@ Contract:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -78,8 +79,11 @@ def layer_tail(
     return F.layer_norm(F.linear(inner, ffo_w, ffo_b).float() + a, (d,), ln2_w, ln2_b, eps[1])  # (R, d)
 
 
-_project_rows = torch.compile(project_rows)  # lazy: nothing compiles until the first call
-_layer_tail = torch.compile(layer_tail)
+@functools.cache
+def _compiled(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``torch.compile(fn)``, made on first use: calling ``torch.compile`` imports inductor
+    (about a CPU-second), which a process that never compiles should not pay at import."""
+    return cast(Callable[..., torch.Tensor], torch.compile(fn))
 
 
 def _pad_rows(x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +101,7 @@ def compiled_projection(
     torch._dynamo.maybe_mark_dynamic(w, 0)  # Q/K/V (3d, d) and K/V-only (2d, d): one graph
     torch._dynamo.maybe_mark_dynamic(b, 0)
     with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-        return _project_rows(_pad_rows(x), w, b, dtype)[: x.shape[0]]
+        return _compiled(project_rows)(_pad_rows(x), w, b, dtype)[: x.shape[0]]
 
 
 def compiled_tail(
@@ -110,7 +114,7 @@ def compiled_tail(
 ) -> torch.Tensor:
     """``layer_tail`` compiled, on rows padded to ``MIN_GEMM_ROWS`` -> ``(R, d)``."""
     with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-        return _layer_tail(_pad_rows(o), _pad_rows(h), weights, eps, act, dtype)[: h.shape[0]]
+        return _compiled(layer_tail)(_pad_rows(o), _pad_rows(h), weights, eps, act, dtype)[: h.shape[0]]
 
 
 def pure_activation(act: nn.Module | Activation) -> Activation:

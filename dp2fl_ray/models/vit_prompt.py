@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import timm
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from dp2fl_ray.errors import ModelError
-from dp2fl_ray.models.base import DualPromptModel, pad_small_gemms
+from dp2fl_ray.models.base import DTYPES, TINY_BACKBONE_SEED, DualPromptModel, pad_small_gemms
 from dp2fl_ray.models.prompt_ops import (
     coupled_prompts,
     deep_prompt_layouts,
@@ -215,3 +216,14 @@ def load_vit(name: str | None, path: str) -> VisionTransformer:
             "architecture the weights were saved from"
         )
     return vit.eval()
+
+
+def build_vit(model_cfg: Any, class_names: Sequence[str], texts: Sequence[str],
+              device: torch.device) -> DualPromptModel:  # fmt: skip
+    """The ``vit`` backbone's builder (``models/loader.py``): timm weights or a tiny random ViT."""
+    if model_cfg.path is None:
+        vit = build_tiny_vit(model_cfg.name, model_cfg.tiny, TINY_BACKBONE_SEED)
+    else:
+        vit = load_vit(model_cfg.name, model_cfg.path)
+    prompt = model_cfg.prompt
+    return ViTPrompt(vit, len(class_names), prompt.n_ctx, prompt.depth, device, DTYPES[model_cfg.dtype])

@@ -11,8 +11,9 @@ from transformers import AutoTokenizer, CLIPModel, CLIPTextConfig, CLIPVisionCon
 
 from dp2fl_ray.config import ExperimentConfig
 from dp2fl_ray.errors import ModelError
+from dp2fl_ray.models.clip_loading import build_tiny_clip
 from dp2fl_ray.models.clip_maple import ClipMaple
-from dp2fl_ray.models.loader import build_model, build_tiny_clip
+from dp2fl_ray.models.loader import build_model
 
 NAMES = ["zero", "one", "two", "three"]
 

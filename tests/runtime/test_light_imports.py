@@ -1,10 +1,13 @@
-"""The aggregator and the driver import no model code; only the backbone workers do.
+"""The aggregator and the driver import no model code; only the backbone workers do, and a
+worker only its own backbone's.
 
 An aggregator starts once per run, a driver once per CLI run or Tune trial; torch's model
 stack and transformers would cost each several CPU-seconds and hundreds of MiB for nothing,
 since the server maths is numpy and the driver handles ids, losses and metrics. A top-level
 ``import torch`` slipping into ``algorithms/base.py``, the runtime's server modules or the
-worker actor's shell fails these tests."""
+worker actor's shell fails these tests. A worker pays only for the backbone it builds: timm
+and the packed BERT encoder cost a clip worker seconds it does not use, and calling
+``torch.compile`` at import pulls in inductor for runs that never compile."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import sys
 import pytest
 
 SERVER_ONLY = ["dp2fl", "promptfl", "local", "fedprox"]
+BERT = ["model.backbone=bert", "data.source=clinc150", "data.partition.shots=2", "model.max_length=16"]
 
 
 def _loaded_after(code: str, modules: tuple[str, ...]) -> str:
@@ -53,3 +57,23 @@ def test_the_worker_side_still_gets_the_default_training_loop() -> None:
     hp = algorithm.local_training(TrainConfig())
     assert isinstance(hp, LocalTraining) and hp.proximal_mu == pytest.approx(0.01)
     assert algorithm.forward() is PROMPT_FORWARD
+
+
+@pytest.mark.parametrize(
+    ("sets", "absent"),
+    [
+        (["model.backbone=clip"], ("timm", "dp2fl_ray.models.bert_prompt", "torch._inductor.compile_fx")),
+        (BERT, ("timm", "dp2fl_ray.models.clip_maple", "torch._inductor.compile_fx")),
+    ],
+    ids=["clip", "bert"],
+)
+def test_a_worker_imports_only_the_backbone_it_builds(sets: list[str], absent: tuple[str, ...]) -> None:
+    code = (
+        "from dp2fl_ray.config import load_config\n"
+        "from dp2fl_ray.runtime.work import WorkerCore\n"
+        f"core = WorkerCore(load_config('experiments/quickstart.yaml', {sets!r}), 1)\n"
+        "print(type(core.model).__name__)"
+    )
+    built, loaded = _loaded_after(code, absent).splitlines()[-2:]
+    assert built == ("ClipMaple" if "model.backbone=clip" in sets else "BertPrompt")
+    assert loaded == "[]"
