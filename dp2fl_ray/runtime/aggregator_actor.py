@@ -23,8 +23,12 @@ from dp2fl_ray.runtime.placement import forwarded_env
 class Aggregator(AggregatorCore):
     """Holds the global prompts, the client store and the round's rows; pinned to the driver's node."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, algorithm: Any, initial_rows: list[Any], store: Any, store_uri: str) -> None:
+        """``initial_rows``: ``[ref]``, the reference to a worker's ``initial_rows()`` (task, data),
+        wrapped so that Ray does not resolve it before creating this actor: the process starts
+        and imports while the workers still build their backbones, and waits here for the rows."""
+        initial_task, initial_data = ray.get(initial_rows[0])
+        super().__init__(algorithm, initial_task, initial_data, store, store_uri)
         self._held: list[RowsRef] = []  # this round's objects in the store (see _keep)
 
     def node_id(self) -> str:
@@ -70,14 +74,14 @@ class Aggregator(AggregatorCore):
 
 def start_aggregator(
     algorithm: Any,
-    initial_task: np.ndarray,
-    initial_data: np.ndarray,
+    initial_rows: Any,
     store: Any,
     store_uri: str,
     run_id: str,
 ) -> Any:
     """The aggregator actor ``dp2fl:<run_id>:aggregator``, on the driver's node (soft=False:
-    it must not wander)."""
+    it must not wander). ``initial_rows`` is the object reference of a worker's
+    ``initial_rows`` call, which the aggregator fetches itself once it has started."""
     here = ray.get_runtime_context().get_node_id()
     env = forwarded_env()  # the store's S3 endpoint and credentials
     return (
@@ -88,5 +92,5 @@ def start_aggregator(
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
             **({"runtime_env": {"env_vars": env}} if env else {}),
         )
-        .remote(algorithm, initial_task, initial_data, store, store_uri)
+        .remote(algorithm, [initial_rows], store, store_uri)
     )

@@ -17,12 +17,12 @@ copy; the count is of what *crosses* a process boundary, which a remote node wou
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import ray
 
 
@@ -44,7 +44,8 @@ def nbytes(obj: Any) -> int:
     and strings count 0, an object reference counts 0: its payload is counted where it moves)."""
     if isinstance(obj, np.ndarray):
         return int(obj.nbytes)
-    if isinstance(obj, pd.DataFrame):
+    pd = sys.modules.get("pandas")  # no frame where pandas is not loaded (most aggregators)
+    if pd is not None and isinstance(obj, pd.DataFrame):
         return int(obj.memory_usage(index=False, deep=False).sum())
     if isinstance(obj, RowsRef):
         return 0

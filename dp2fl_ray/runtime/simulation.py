@@ -272,9 +272,12 @@ class Simulation:
         check_pool_fits(ray.cluster_resources(), rt.workers, rt.cpus_per_worker, rt.gpus_per_worker)
         self.workers = start_workers(config_to_dict(cfg), rt, self.run_id, warm=rt.keep_workers)
         self.pool = WorkerPool(self.workers, rt.max_retries)
+        store_uri = str((self.run_dir / "store").resolve())
+        self.aggregator = start_aggregator(  # starts alongside the workers, takes the rows from one
+            cfg.algorithm, self.workers[0].initial_rows.remote(), cfg.store, store_uri, self.run_id
+        )
         fed = cfg.federation
         info = ray.get(self.workers[0].describe.remote())
-        init_task, init_data = ray.get(self.workers[0].initial_rows.remote())
         capacity = min(ray.get([w.slice_capacity.remote() for w in self.workers]), key=lambda c: c["clients"])
         self.clients_per_slice = min(rt.clients_per_slice, capacity["clients"])
         if self.clients_per_slice < rt.clients_per_slice:
@@ -285,10 +288,6 @@ class Simulation:
                 capacity["budget_bytes"] / 2**20,
             )  # fmt: skip
         self.evals = Evaluation(self.pool, self.clients_per_slice, cfg.seed, fed.max_eval_models)
-        store_uri = str((self.run_dir / "store").resolve())
-        self.aggregator = start_aggregator(
-            cfg.algorithm, init_task, init_data, cfg.store, store_uri, self.run_id
-        )
         first = 1
         if checkpoint is not None:
             ray.get(self.aggregator.restore.remote(checkpoint["aggregator"]))
