@@ -194,3 +194,43 @@ def test_the_naive_loop_on_the_transformers_backbone_matches_the_package_backbon
     assert honest["final_acc"] == pytest.approx(package["final_acc"], abs=0.02)
     assert all(len(honest[k]) == 1 and honest[k][0] >= 0 for k in PHASES)
     assert honest["crosseval_s"][0] > 0  # DP2FL cross-evaluates
+
+
+def test_headroom_ratios_and_bounds_by_hand() -> None:
+    """naive 10 CPU-s; an arm doing 40 GFLOP in 4 CPU-s on a 20 GFLOP/s ceiling: 10 GFLOP/s,
+    50% utilisation, 2.5x the naive loop, and at most 10 / (40 / 20) = 5x at the ceiling;
+    with 75% of its time in GEMMs, 10x were they free."""
+    from headroom import with_ratios
+
+    rows = with_ratios([
+        {"arm": "naive loop", "phase": "train", "gflop": 50.0, "cpu_s": 10.0, "ceiling_gflops": 20.0, "gemm_share": 0.5},
+        {"arm": "dp2fl-ray", "phase": "train", "gflop": 40.0, "cpu_s": 4.0, "ceiling_gflops": 20.0, "gemm_share": 0.75},
+    ])  # fmt: skip
+    naive, ours = rows
+    assert naive["ratio"] == 1.0 and naive["utilisation"] == pytest.approx(0.25)
+    assert (ours["gflops"], ours["utilisation"], ours["ratio"], ours["bound"]) == pytest.approx(
+        (10, 0.5, 2.5, 5)
+    )
+
+
+def test_headroom_measures_the_naive_loop_and_the_engine_on_the_same_work(tiny_config) -> None:  # type: ignore[no-untyped-def]
+    """On a tiny BERT: both phases of both arms run and count FLOPs; the packed engine never
+    executes more of them than the loop padding each batch with whole prompt rows."""
+    from headroom import measure
+
+    cfg = tiny_config.with_overrides(
+        ["model.backbone=bert", "data.source=clinc150", "data.partition.scheme=domain",
+         "data.partition.shots=2", "model.max_length=16", "model.prompt.depth=1",
+         "algorithm.name=dp2fl", "federation.new_clients=0"]
+    )  # fmt: skip
+    rows = measure(lambda dtype: cfg.with_overrides([f"model.dtype={dtype}"]), clients=2, models=2)
+    assert [(r["arm"], r["dtype"], r["phase"]) for r in rows] == [
+        (arm, dtype, phase)
+        for arm, dtype in (("naive loop", "float32"), ("dp2fl-ray", "float32"), ("dp2fl-ray", "bfloat16"))
+        for phase in ("train", "crosseval")
+    ]
+    flops = {(r["arm"], r["dtype"], r["phase"]): r["gflop"] for r in rows}
+    for phase in ("train", "crosseval"):
+        assert 0 < flops[("dp2fl-ray", "float32", phase)] <= flops[("naive loop", "float32", phase)]
+    assert all(r["cpu_s"] > 0 and r["utilisation"] > 0 and 0 < r["gemm_share"] < 1 for r in rows)
+    assert rows[0]["ratio"] == rows[1]["ratio"] == 1.0  # the naive loop against itself
