@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
+from dp2fl_ray.config import ExperimentConfig
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"))
 from flops import bert_flops, count_flops
 from hf_loop import TransformersBertPrompt
@@ -130,7 +132,7 @@ def test_workloads_are_valid_configs_with_the_issue_settings(workload: str) -> N
     assert quick.federation.rounds == 1 and quick.federation.cohort < cfg.federation.cohort
 
 
-def test_baseline_arms_run_the_reference_or_the_package_backbone(tiny_config) -> None:  # type: ignore[no-untyped-def]
+def test_baseline_arms_run_the_reference_or_the_package_backbone(tiny_config: ExperimentConfig) -> None:
     from dp2fl_ray.models.bert_reference import ReferenceBertPrompt
     from dp2fl_ray.models.loader import build_model
 
@@ -179,7 +181,9 @@ def test_the_transformers_loop_computes_the_package_models_logits_and_gradients(
     assert not honest.layers[1]._forward_pre_hooks  # the deep-prompt hooks are removed after use
 
 
-def test_the_naive_loop_on_the_transformers_backbone_matches_the_package_backbone(tiny_config) -> None:  # type: ignore[no-untyped-def]
+def test_the_naive_loop_on_the_transformers_backbone_matches_the_package_backbone(
+    tiny_config: ExperimentConfig,
+) -> None:
     """The benchmark's quick path of the naive arm, on a tiny BERT: the same maths on either
     backbone (accuracy agrees), and every phase of the round timed."""
     from naive import PHASES, run_naive
@@ -202,10 +206,26 @@ def test_headroom_ratios_and_bounds_by_hand() -> None:
     with 75% of its time in GEMMs, 10x were they free."""
     from headroom import with_ratios
 
-    rows = with_ratios([
-        {"arm": "naive loop", "phase": "train", "gflop": 50.0, "cpu_s": 10.0, "ceiling_gflops": 20.0, "gemm_share": 0.5},
-        {"arm": "dp2fl-ray", "phase": "train", "gflop": 40.0, "cpu_s": 4.0, "ceiling_gflops": 20.0, "gemm_share": 0.75},
-    ])  # fmt: skip
+    rows = with_ratios(
+        [
+            {
+                "arm": "naive loop",
+                "phase": "train",
+                "gflop": 50.0,
+                "cpu_s": 10.0,
+                "ceiling_gflops": 20.0,
+                "gemm_share": 0.5,
+            },
+            {
+                "arm": "dp2fl-ray",
+                "phase": "train",
+                "gflop": 40.0,
+                "cpu_s": 4.0,
+                "ceiling_gflops": 20.0,
+                "gemm_share": 0.75,
+            },
+        ]
+    )
     naive, ours = rows
     assert naive["ratio"] == 1.0 and naive["utilisation"] == pytest.approx(0.25)
     assert (ours["gflops"], ours["utilisation"], ours["ratio"], ours["bound"]) == pytest.approx(
@@ -213,7 +233,9 @@ def test_headroom_ratios_and_bounds_by_hand() -> None:
     )
 
 
-def test_headroom_measures_the_naive_loop_and_the_engine_on_the_same_work(tiny_config) -> None:  # type: ignore[no-untyped-def]
+def test_headroom_measures_the_naive_loop_and_the_engine_on_the_same_work(
+    tiny_config: ExperimentConfig,
+) -> None:
     """On a tiny BERT: both phases of both arms run and count FLOPs; the packed engine never
     executes more of them than the loop padding each batch with whole prompt rows."""
     from headroom import measure

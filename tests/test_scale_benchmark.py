@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pandas as pd
 import pytest
@@ -48,7 +49,7 @@ def test_round_overheads_split_the_wall_time(scale) -> None:  # type: ignore[no-
     assert out["remainder_s"].tolist() == pytest.approx([0.15, 0.05])  # metrics_s is outside wall_s
 
 
-def test_summaries_check_the_store_and_take_ratios_to_the_smallest_population(scale) -> None:  # type: ignore[no-untyped-def]
+def test_summaries_check_the_store_and_take_ratios_to_the_smallest_population(scale: ModuleType) -> None:
     base = {"backend": "sharded", "cohort": 100, "rounds": 3, "remainder_s_median": 0.0,
             "backbone_s_median": 1.0, "wall_s_median": 1.0, "driver_peak_rss": 1, "driver_rss_before": 1,
             "aggregator_peak_rss": 1,
@@ -67,7 +68,7 @@ def test_summaries_check_the_store_and_take_ratios_to_the_smallest_population(sc
     assert summary.loc[1_000, "store_check"] and not summary.loc[10**7, "store_check"]
 
 
-def test_store_rounds_count_shard_files_and_rows(scale, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_store_rounds_count_shard_files_and_rows(scale: ModuleType, tmp_path: Path) -> None:
     rows = scale.store_rounds(
         "sharded", 1_000, 10, 3, 4, tmp_path / "store", shard_size=100, cache_shards=2, cache_mib=0.0
     )
@@ -96,7 +97,9 @@ def test_cohort_axis_configs_are_valid_up_to_ten_thousand(scale) -> None:  # typ
     assert max(axis["cohorts"]) == 10_000 and max(scale.POPULATIONS) == 100_000_000
 
 
-def test_per_client_overhead_is_compared_within_a_batch_and_merges_keep_unmeasured_points(scale) -> None:  # type: ignore[no-untyped-def]
+def test_per_client_overhead_is_compared_within_a_batch_and_merges_keep_unmeasured_points(
+    scale: ModuleType,
+) -> None:
     base = {"backend": "sharded", "population": 10**7, "rounds": 2, "backbone_s_median": 1.0,
             "wall_s_median": 1.0, "driver_peak_rss": 1, "driver_rss_before": 1, "aggregator_peak_rss": 1,
             "store_disk_bytes": 1,

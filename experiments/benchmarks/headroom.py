@@ -139,11 +139,17 @@ def with_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for r in rows:
         gflops = r["gflop"] / r["cpu_s"]
-        out.append({**r, "gflops": gflops, "utilisation": gflops / r["ceiling_gflops"],
-                    "ratio": naive_s[r["phase"]] / r["cpu_s"],
-                    "bound": naive_s[r["phase"]] / (r["gflop"] / r["ceiling_gflops"]),
-                    "gemm_utilisation": r["gflop"] / (r["cpu_s"] * r["gemm_share"]) / r["ceiling_gflops"],
-                    "bound_free_gemm": naive_s[r["phase"]] / (r["cpu_s"] * (1 - r["gemm_share"]))})  # fmt: skip
+        out.append(
+            {
+                **r,
+                "gflops": gflops,
+                "utilisation": gflops / r["ceiling_gflops"],
+                "ratio": naive_s[r["phase"]] / r["cpu_s"],
+                "bound": naive_s[r["phase"]] / (r["gflop"] / r["ceiling_gflops"]),
+                "gemm_utilisation": r["gflop"] / (r["cpu_s"] * r["gemm_share"]) / r["ceiling_gflops"],
+                "bound_free_gemm": naive_s[r["phase"]] / (r["cpu_s"] * (1 - r["gemm_share"])),
+            }
+        )
     return out
 
 
@@ -154,22 +160,24 @@ def write(rows: list[dict[str, Any]], quick: bool) -> Path:
         "# Headroom: the throughput targets against this CPU's matmul ceiling",
         "",
         (
-            f"`experiments/benchmarks/headroom.py{' --quick' if quick else ''}`, {when}, {os.cpu_count()} CPUs, "
-            "one torch thread; MiniLM DP2FL workload (`workloads.py`), naive loop = the transformers model "
-            "as it is with dynamic padding (float32), one client / one pair at a time."
+            f"`experiments/benchmarks/headroom.py{' --quick' if quick else ''}`, {when}, {os.cpu_count()} "
+            "CPUs, one torch thread; MiniLM DP2FL workload (`workloads.py`), naive loop = the transformers "
+            "model as it is with dynamic padding (float32), one client / one pair at a time."
         ),
         "",
         (
             "| arm | dtype | phase | GFLOP | CPU-s | GFLOP/s | ceiling GFLOP/s | utilisation "
-            "| x naive (CPU-s) | bound at 100% of ceiling | GEMM share of time | GEMM utilisation | bound if GEMMs were free |"
+            "| x naive (CPU-s) | bound at 100% of ceiling | GEMM share of time | GEMM utilisation "
+            "| bound if GEMMs were free |"
         ),
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['arm']} | {r['dtype']} | {r['phase']} | {r['gflop']:.1f} | {r['cpu_s']:.2f} | {r['gflops']:.1f} "
-            f"| {r['ceiling_gflops']:.1f} | {r['utilisation']:.0%} | {r['ratio']:.2f}x | {r['bound']:.2f}x "
-            f"| {r['gemm_share']:.0%} | {r['gemm_utilisation']:.0%} | {r['bound_free_gemm']:.2f}x |"
+            f"| {r['arm']} | {r['dtype']} | {r['phase']} | {r['gflop']:.1f} | {r['cpu_s']:.2f} "
+            f"| {r['gflops']:.1f} | {r['ceiling_gflops']:.1f} | {r['utilisation']:.0%} | {r['ratio']:.2f}x "
+            f"| {r['bound']:.2f}x | {r['gemm_share']:.0%} | {r['gemm_utilisation']:.0%} "
+            f"| {r['bound_free_gemm']:.2f}x |"
         )
     lines += ["", "Issue 15's targets: " + "; ".join(f"{k}: {v}" for k, v in TARGETS.items()) + "."]
     out = OUT / ("headroom_quick.md" if quick else "headroom.md")

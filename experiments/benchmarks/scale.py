@@ -168,7 +168,8 @@ def descendants(pid: int) -> list[int]:
 
 
 def proc_peak_rss(title: str, under: int) -> int:
-    """The largest ``VmHWM`` (peak RSS, bytes) of ``under``'s descendants whose title starts with ``title``."""
+    """The largest ``VmHWM`` (peak RSS, bytes) of ``under``'s descendants whose title starts
+    with ``title``."""
     peak = 0
     for pid in descendants(under):
         try:
@@ -228,12 +229,20 @@ def store_rounds(
         t = time.perf_counter()
         core.commit(ids, update, np.ones(m))
         commit_s = time.perf_counter() - t
-        rows.append({
-            "backend": backend, "population": population, "cohort": cohort, "round": r,
-            "start_s": start_s, "commit_s": commit_s,
-            "shard_reads": counts["_read"] - before["_read"], "shard_writes": counts["_write"] - before["_write"],
-            "shards_touched": len({int(c) // shard_size for c in ids}), "clients_stored": len(core.store),
-        })  # fmt: skip
+        rows.append(
+            {
+                "backend": backend,
+                "population": population,
+                "cohort": cohort,
+                "round": r,
+                "start_s": start_s,
+                "commit_s": commit_s,
+                "shard_reads": counts["_read"] - before["_read"],
+                "shard_writes": counts["_write"] - before["_write"],
+                "shards_touched": len({int(c) // shard_size for c in ids}),
+                "clients_stored": len(core.store),
+            }
+        )
     core.store.close()
     return pd.DataFrame(rows)
 
@@ -253,7 +262,8 @@ def store_sweep(
 
 
 def summarise_store(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per (backend, population): medians over reps of per-run medians over rounds 2.. (round 1 has no returning clients)."""
+    """Per (backend, population): medians over reps of per-run medians over rounds 2.. (round 1
+    has no returning clients)."""
     later = rows[rows["round"] > 1]
     per_run = later.groupby(["backend", "population", "rep"])[
         ["start_s", "commit_s", "shard_reads", "shard_writes", "shards_touched"]
@@ -437,40 +447,43 @@ def markdown(summary: pd.DataFrame, store: pd.DataFrame, meta: dict[str, Any]) -
         "# Scale: cost outside the backbone from 10^3 to 10^8 clients, and cohorts to 10^4",
         "",
         (
-            f"`experiments/benchmarks/scale.py` ({meta['when']}, {meta['machine']}; {meta['reps']} interleaved "
-            "reps per point, each in a fresh process with its own local Ray, 2 workers x 1 CPU). Raw numbers: "
-            f"`{meta['parquet']}` (one row per run, `kind` = `e2e` or `store`)."
+            f"`experiments/benchmarks/scale.py` ({meta['when']}, {meta['machine']}; {meta['reps']} "
+            "interleaved reps per point, each in a fresh process with its own local Ray, 2 workers x 1 CPU). "
+            f"Raw numbers: `{meta['parquet']}` (one row per run, `kind` = `e2e` or `store`)."
         ),
         "",
         (
-            "Workload: DP2FL, tiny random CLIP (hidden 32, 1 layer, 2 heads, projection 16, 8x8 images in 4x4 "
-            "patches; prompts n_ctx 1, depth 1: a data prompt of 1,056 floats), synthetic source, iid, 8 train "
-            "samples a client, 1 local epoch, cohort 100, 3 rounds, no held-out clients, no checkpoints, store "
-            "defaults (`shard_size` 4096, `cache_shards` 16). Times in ms are medians over reps of each run's median "
-            "over rounds 2-3; round 1 is shown apart (`round 1`: its `start_s` also waits for the aggregator "
-            "actor to start, about a second). `overhead` = `start_s + aggregate_s + commit_s + metrics_s` "
-            "(sampling + store reads, aggregation, store writes, metrics writes); `rest` = `wall_s - train_s - "
-            "crosseval_s - eval_s - start_s - aggregate_s - commit_s` (Ray dispatch, driver bookkeeping; "
-            "`metrics_s` is timed after `wall_s` stops, so it is not subtracted); `backbone` = `train_s + "
-            "crosseval_s + eval_s`. "
+            "Workload: DP2FL, tiny random CLIP (hidden 32, 1 layer, 2 heads, projection 16, 8x8 images in "
+            "4x4 patches; prompts n_ctx 1, depth 1: a data prompt of 1,056 floats), synthetic source, iid, 8 "
+            "train samples a client, 1 local epoch, cohort 100, 3 rounds, no held-out clients, no "
+            "checkpoints, store defaults (`shard_size` 4096, `cache_shards` 16). Times in ms are medians "
+            "over reps of each run's median over rounds 2-3; round 1 is shown apart (`round 1`: its "
+            "`start_s` also waits for the aggregator actor to start, about a second). `overhead` = `start_s "
+            "+ aggregate_s + commit_s + metrics_s` (sampling + store reads, aggregation, store writes, "
+            "metrics writes); `rest` = `wall_s - train_s - crosseval_s - eval_s - start_s - aggregate_s - "
+            "commit_s` (Ray dispatch, driver bookkeeping; `metrics_s` is timed after `wall_s` stops, so it "
+            "is not subtracted); `backbone` = `train_s + crosseval_s + eval_s`. "
             "RSS in MiB: `driver peak` is `ru_maxrss` of the driver process, `before` its RSS after the "
-            "imports and `ray.init`, just before the run; `aggregator` is the `VmHWM` of the `ray::Aggregator` "
-            "process."
+            "imports and `ray.init`, just before the run; `aggregator` is the `VmHWM` of the "
+            "`ray::Aggregator` process."
         ),
         "",
         "## End to end (Ray), cohort 100, 3 rounds",
         "",
         (
-            "`batch`: when the point was measured; `x 10^3` is the ratio to the smallest population of the same batch (10^3 where it was measured) "
-            "(measured side by side)."
+            "`batch`: when the point was measured; `x 10^3` is the ratio to the smallest population of the "
+            "same batch (10^3 where it was measured) (measured side by side)."
         ),
         "",
         (
             "| batch | store | population | overhead | x 10^3 | start | aggregate | commit | metrics | rest "
-            "| backbone | round 1 overhead | driver peak | before | aggregator | clients stored | distinct in `clients` "
-            "| bytes/client | store bytes | on-disk bytes | shard files | check |"
+            "| backbone | round 1 overhead | driver peak | before | aggregator | clients stored "
+            "| distinct in `clients` | bytes/client | store bytes | on-disk bytes | shard files | check |"
         ),
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        (
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        ),
     ]
     sweep = summary[(summary["cohort"] == COHORT) & (summary["rounds"] == ROUNDS)]
     for _, r in sweep.iterrows():
@@ -478,11 +491,12 @@ def markdown(summary: pd.DataFrame, store: pd.DataFrame, meta: dict[str, Any]) -
             f"| {r['batch']} | {r['backend']} | {r['population']:,} | {_ms(r['overhead_s_median'])} "
             f"| {r['overhead_ratio']:.2f} "
             f"| {_ms(r['start_s_median'])} | {_ms(r['aggregate_s_median'])} | {_ms(r['commit_s_median'])} "
-            f"| {_ms(r['metrics_s_median'])} | {_ms(r['remainder_s_median'])} | {_ms(r['backbone_s_median'])} "
-            f"| {_ms(r['overhead_s_r1'])} | {_mib(r['driver_peak_rss'])} | {_mib(r['driver_rss_before'])} | {_mib(r['aggregator_peak_rss'])} "
-            f"| {int(r['clients_stored']):,} | {int(r['distinct_clients']):,} | {int(r['bytes_per_client']):,} "
-            f"| {int(r['store_bytes']):,} | {r['store_disk_bytes']:,.0f} | {int(r['store_files']):,} "
-            f"| {'ok' if r['store_check'] else 'FAIL'} |"
+            f"| {_ms(r['metrics_s_median'])} | {_ms(r['remainder_s_median'])} "
+            f"| {_ms(r['backbone_s_median'])} | {_ms(r['overhead_s_r1'])} | {_mib(r['driver_peak_rss'])} "
+            f"| {_mib(r['driver_rss_before'])} | {_mib(r['aggregator_peak_rss'])} "
+            f"| {int(r['clients_stored']):,} | {int(r['distinct_clients']):,} "
+            f"| {int(r['bytes_per_client']):,} | {int(r['store_bytes']):,} | {r['store_disk_bytes']:,.0f} "
+            f"| {int(r['store_files']):,} | {'ok' if r['store_check'] else 'FAIL'} |"
         )
     lines += [
         "",
@@ -500,16 +514,17 @@ def markdown(summary: pd.DataFrame, store: pd.DataFrame, meta: dict[str, Any]) -
         lines += ["## Largest run end to end", ""]
         for _, r in large.iterrows():
             lines.append(
-                f"Population {r['population']:,}, cohort {r['cohort']:,}, `max_eval_models` 16, {r['rounds']} "
-                f"round, `{r['backend']}` store: completed; round wall {r['wall_s_median']:.1f} s (backbone "
-                f"{r['backbone_s_median']:.1f} s; overhead {_ms(r['overhead_s_median'])} ms = start "
-                f"{_ms(r['start_s_median'])} + aggregate {_ms(r['aggregate_s_median'])} + commit "
-                f"{_ms(r['commit_s_median'])} + metrics {_ms(r['metrics_s_median'])}; rest "
-                f"{_ms(r['remainder_s_median'])} ms); driver peak RSS {_mib(r['driver_peak_rss'])} MiB "
-                f"({_mib(r['driver_rss_before'])} before the run), aggregator {_mib(r['aggregator_peak_rss'])} MiB; "
-                f"{r['clients_stored']:,} clients stored = {r['distinct_clients']:,} distinct, "
-                f"{r['store_bytes']:,} store bytes, {r['store_disk_bytes']:,.0f} bytes in {r['store_files']:,} "
-                f"shard files; whole process {r['run_s']:.0f} s."
+                f"Population {r['population']:,}, cohort {r['cohort']:,}, `max_eval_models` 16, "
+                f"{r['rounds']} round, `{r['backend']}` store: completed; round wall "
+                f"{r['wall_s_median']:.1f} s (backbone {r['backbone_s_median']:.1f} s; overhead "
+                f"{_ms(r['overhead_s_median'])} ms = start {_ms(r['start_s_median'])} + aggregate "
+                f"{_ms(r['aggregate_s_median'])} + commit {_ms(r['commit_s_median'])} + metrics "
+                f"{_ms(r['metrics_s_median'])}; rest {_ms(r['remainder_s_median'])} ms); driver peak RSS "
+                f"{_mib(r['driver_peak_rss'])} MiB ({_mib(r['driver_rss_before'])} before the run), "
+                f"aggregator {_mib(r['aggregator_peak_rss'])} MiB; {r['clients_stored']:,} clients stored = "
+                f"{r['distinct_clients']:,} distinct, {r['store_bytes']:,} store bytes, "
+                f"{r['store_disk_bytes']:,.0f} bytes in {r['store_files']:,} shard files; whole process "
+                f"{r['run_s']:.0f} s."
             )
         lines.append("")
     if not store.empty:
@@ -517,15 +532,15 @@ def markdown(summary: pd.DataFrame, store: pd.DataFrame, meta: dict[str, Any]) -
             "## The store alone (no Ray, in process)",
             "",
             (
-                f"`AggregatorCore.start_round` + `commit` (the package's code; what `start_s` and `commit_s` time, "
-                f"less the Ray call) with random cohorts of 100, {meta['store_rounds']} rounds, random data prompts "
-                "of 1,056 floats; medians over rounds 2.. (round 1 has nothing to read back) and over reps. Shard "
-                "reads and writes are Parquet file reads and writes per round."
+                "`AggregatorCore.start_round` + `commit` (the package's code; what `start_s` and `commit_s` "
+                f"time, less the Ray call) with random cohorts of 100, {meta['store_rounds']} rounds, random "
+                "data prompts of 1,056 floats; medians over rounds 2.. (round 1 has nothing to read back) "
+                "and over reps. Shard reads and writes are Parquet file reads and writes per round."
             ),
             "",
             (
-                "| store | population | start ms | commit ms | x 10^3 | shards touched | shard reads | shard writes "
-                "| clients stored | on-disk bytes |"
+                "| store | population | start ms | commit ms | x 10^3 | shards touched | shard reads "
+                "| shard writes | clients stored | on-disk bytes |"
             ),
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
@@ -547,9 +562,10 @@ def markdown(summary: pd.DataFrame, store: pd.DataFrame, meta: dict[str, Any]) -
         ok_rss = part["driver_peak_rss"].max() <= MAX_DRIVER_RSS
         lines.append(
             f"- `{backend}`: overhead at {big['population']:,} / at {part['population'].min():,} = "
-            f"{big['overhead_ratio']:.2f} (target <= {MAX_OVERHEAD_RATIO}: {'met' if ok_ratio else 'MISSED'}); "
-            f"driver peak RSS at most {_mib(part['driver_peak_rss'].max())} MiB (target <= 2048: "
-            f"{'met' if ok_rss else 'MISSED'}); store bytes = touched clients x bytes per client: "
+            f"{big['overhead_ratio']:.2f} (target <= {MAX_OVERHEAD_RATIO}: "
+            f"{'met' if ok_ratio else 'MISSED'}); driver peak RSS at most "
+            f"{_mib(part['driver_peak_rss'].max())} MiB (target <= 2048: {'met' if ok_rss else 'MISSED'}); "
+            "store bytes = touched clients x bytes per client: "
             f"{'met' if part['store_check'].all() else 'MISSED'}."
         )
     if not axis.empty:
@@ -573,15 +589,16 @@ def cohort_axis_lines(axis: pd.DataFrame) -> list[str]:
         "",
         (
             "`per client` = (`overhead` + `rest`) / cohort, in microseconds: everything outside the backbone "
-            "(sampling, store reads and writes, aggregation, metrics, row movement, Ray dispatch); `x 100` is its "
-            "ratio to cohort 100 in the same batch. `moved` = the round's `moved_bytes` (`runtime/movement.py`), "
-            "`driver` = its `driver_bytes` (what went through the driver: no client row), `moved/client` = "
-            "`moved_bytes` / cohort."
+            "(sampling, store reads and writes, aggregation, metrics, row movement, Ray dispatch); `x 100` "
+            "is its ratio to cohort 100 in the same batch. `moved` = the round's `moved_bytes` "
+            "(`runtime/movement.py`), `driver` = its `driver_bytes` (what went through the driver: no client "
+            "row), `moved/client` = `moved_bytes` / cohort."
         ),
         "",
         (
-            "| batch | cohort | per client us | x 100 | overhead ms | start | aggregate | commit | metrics | rest "
-            "| backbone s | moved MiB | moved/client KiB | driver MiB | driver peak MiB | aggregator MiB |"
+            "| batch | cohort | per client us | x 100 | overhead ms | start | aggregate | commit | metrics "
+            "| rest | backbone s | moved MiB | moved/client KiB | driver MiB | driver peak MiB "
+            "| aggregator MiB |"
         ),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -589,11 +606,12 @@ def cohort_axis_lines(axis: pd.DataFrame) -> list[str]:
         moved = r.get("moved_bytes_median", float("nan"))
         driver = r.get("driver_bytes_median", float("nan"))
         lines.append(
-            f"| {r['batch']} | {r['cohort']:,} | {1e6 * r['per_client_s']:,.0f} | {r['per_client_ratio']:.2f} "
-            f"| {_ms(r['overhead_s_median'])} | {_ms(r['start_s_median'])} | {_ms(r['aggregate_s_median'])} "
-            f"| {_ms(r['commit_s_median'])} | {_ms(r['metrics_s_median'])} | {_ms(r['remainder_s_median'])} "
-            f"| {r['backbone_s_median']:,.1f} | {moved / 2**20:,.1f} | {moved / r['cohort'] / 1024:,.1f} "
-            f"| {driver / 2**20:,.2f} | {_mib(r['driver_peak_rss'])} | {_mib(r['aggregator_peak_rss'])} |"
+            f"| {r['batch']} | {r['cohort']:,} | {1e6 * r['per_client_s']:,.0f} "
+            f"| {r['per_client_ratio']:.2f} | {_ms(r['overhead_s_median'])} | {_ms(r['start_s_median'])} "
+            f"| {_ms(r['aggregate_s_median'])} | {_ms(r['commit_s_median'])} | {_ms(r['metrics_s_median'])} "
+            f"| {_ms(r['remainder_s_median'])} | {r['backbone_s_median']:,.1f} | {moved / 2**20:,.1f} "
+            f"| {moved / r['cohort'] / 1024:,.1f} | {driver / 2**20:,.2f} | {_mib(r['driver_peak_rss'])} "
+            f"| {_mib(r['aggregator_peak_rss'])} |"
         )
     return [*lines, ""]
 
@@ -602,8 +620,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
-    parser.add_argument("--quick", action="store_true",
-                        help="one rep, populations 10^3 and 10^5, sharded, no large point; writes under --work")  # fmt: skip
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one rep, populations 10^3 and 10^5, sharded, no large point; writes under --work",
+    )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--store-rounds", type=int, default=10, help="rounds of the store-alone sweep")
     parser.add_argument(
@@ -641,8 +662,17 @@ def main() -> None:
             else runs.assign(batch="earlier")
         )
         store_rows = raw[raw["kind"] == "store"].dropna(axis=1, how="all")
-        for col in ("population", "cohort", "rounds", "rep", "clients_stored", "distinct_clients", "bytes_per_client",
-                    "store_bytes", "store_files"):  # fmt: skip
+        for col in (
+            "population",
+            "cohort",
+            "rounds",
+            "rep",
+            "clients_stored",
+            "distinct_clients",
+            "bytes_per_client",
+            "store_bytes",
+            "store_files",
+        ):
             runs = runs.astype({col: "int64"})
         store_rows = store_rows.astype({"population": "int64", "round": "int64", "rep": "int64"})
         meta = {
@@ -662,7 +692,9 @@ def main() -> None:
         populations = tuple(int(p) for p in args.populations.split(","))
     if args.backends:
         backends = tuple(args.backends.split(","))
-    cohorts: tuple[int, ...] = () if args.no_cohorts else tuple(COHORT_AXIS["cohorts"])  # type: ignore[arg-type]
+    cohorts: tuple[int, ...] = (
+        () if args.no_cohorts else tuple(COHORT_AXIS["cohorts"])  # type: ignore[arg-type]
+    )
     if args.quick:
         populations, backends, reps, cohorts = (1_000, 100_000), ("sharded",), 1, (20, 60)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -678,8 +710,16 @@ def main() -> None:
     for rep in range(1, reps + 1):  # interleaved: rep 1 of every point, then rep 2...
         for population in populations:
             for backend in backends:
-                specs.append({"population": population, "cohort": COHORT, "rounds": ROUNDS, "backend": backend,
-                              "rep": rep, "max_eval_models": 0})  # fmt: skip
+                specs.append(
+                    {
+                        "population": population,
+                        "cohort": COHORT,
+                        "rounds": ROUNDS,
+                        "backend": backend,
+                        "rep": rep,
+                        "max_eval_models": 0,
+                    }
+                )
     if not (args.quick or args.no_large):
         specs.append({**LARGE, "rep": 1})
     axis = {k: v for k, v in COHORT_AXIS.items() if k != "cohorts"}
@@ -688,8 +728,12 @@ def main() -> None:
     specs += [{**axis, "cohort": c, "rep": rep} for rep in range(1, reps + 1) for c in cohorts]  # interleaved
     rows = []
     for spec in specs:
-        spec = {**spec, "out_dir": str(work), "batch": stamp,
-                "run_name": f"{spec['backend']}-{spec['population']}-{spec['cohort']}-r{spec['rep']}"}  # fmt: skip
+        spec = {
+            **spec,
+            "out_dir": str(work),
+            "batch": stamp,
+            "run_name": f"{spec['backend']}-{spec['population']}-{spec['cohort']}-r{spec['rep']}",
+        }
         t = time.perf_counter()
         result = run_point(spec, work, timeout_s=1800)
         rows.append(per_run_row(result))

@@ -1,6 +1,7 @@
 """Compact client state: does ``store.dtype: bfloat16`` change DP2FL's accuracy on CLINC150?
 
-    .venv/bin/python experiments/benchmarks/store_dtype.py [--cpu-quick] [--out DIR] [--seeds 0,1,2] [--set K=V ...]
+    .venv/bin/python experiments/benchmarks/store_dtype.py [--cpu-quick] [--out DIR]
+        [--seeds 0,1,2] [--set K=V ...]
 
 Runs the same config and seed twice, once per store dtype (float32, then bfloat16; add
 ``--dtypes float32,bfloat16,float16`` for more), with the sharded store, and writes

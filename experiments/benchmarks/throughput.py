@@ -22,11 +22,12 @@ reports its phases per round (training, cross-evaluation, aggregation, evaluatio
 the way the rounds table times them; ``x naive, training`` compares training phases.
 
 ``--arms dp2fl-ray+compile`` adds the dp2fl-ray arm with ``model.compile: true`` to the
-DP2FL round (its compile warm-up counts as start-up). Then the DP2FL round (training + m x m cross-evaluation + aggregation + evaluation):
-dp2fl-ray against the naive loop doing the same maths one client and one validation set
-at a time. Arms are interleaved (rep 1 of every arm, then rep 2, ...) because the machine
-is shared and noisy; tables quote medians and ratios. Finally the utilisation of the
-engine's backbone passes against this machine's dense-matmul ceiling (``flops.py``).
+DP2FL round (its compile warm-up counts as start-up). Then the DP2FL round (training +
+m x m cross-evaluation + aggregation + evaluation): dp2fl-ray against the naive loop doing
+the same maths one client and one validation set at a time. Arms are interleaved (rep 1 of
+every arm, then rep 2, ...) because the machine is shared and noisy; tables quote medians
+and ratios. Finally the utilisation of the engine's backbone passes against this machine's
+dense-matmul ceiling (``flops.py``).
 
 Writes ``results/benchmarks/throughput.md`` and ``throughput_runs.parquet`` (every run).
 """
@@ -135,8 +136,22 @@ def run_arm(
 ) -> dict[str, Any]:
     python = str(BENCH_PYTHON) if arm == "flower" else sys.executable
     result_path = scratch / "result.json"
-    cmd = [python, str(Path(__file__).resolve()), "--child", arm, "--workload", workload, "--algorithm", section,
-           "--dtype", dtype, "--baseline", baseline, "--result", str(result_path)]  # fmt: skip
+    cmd = [
+        python,
+        str(Path(__file__).resolve()),
+        "--child",
+        arm,
+        "--workload",
+        workload,
+        "--algorithm",
+        section,
+        "--dtype",
+        dtype,
+        "--baseline",
+        baseline,
+        "--result",
+        str(result_path),
+    ]
     if args.quick:
         cmd.append("--quick")
     if arm == "flower":
@@ -148,15 +163,25 @@ def run_arm(
     cfg = workload_config(workload, algorithm=section, dtype=dtype, quick=args.quick)
     rounds_s = float(sum(res["round_s"]))
     return {
-        "section": section, "workload": workload, "arm": arm, "dtype": dtype, "baseline": baseline,
-        "rounds": len(res["round_s"]), "cohort": cfg.federation.cohort, "rounds_s": rounds_s,
+        "section": section,
+        "workload": workload,
+        "arm": arm,
+        "dtype": dtype,
+        "baseline": baseline,
+        "rounds": len(res["round_s"]),
+        "cohort": cfg.federation.cohort,
+        "rounds_s": rounds_s,
         "round_s": rounds_s / len(res["round_s"]),
         "updates_per_s": updates_per_s(cfg.federation.cohort, len(res["round_s"]), rounds_s),
-        "startup_s": res["startup_s"], "final_acc": res["final_acc"], "peak_rss_mb": res["peak_rss_mb"],
-        "process_s": res["process_s"], "threads": res["threads"],
-        "cpu_s_per_update": res.get("rounds_cpu_s", float("nan")) / (cfg.federation.cohort * len(res["round_s"])),
+        "startup_s": res["startup_s"],
+        "final_acc": res["final_acc"],
+        "peak_rss_mb": res["peak_rss_mb"],
+        "process_s": res["process_s"],
+        "threads": res["threads"],
+        "cpu_s_per_update": res.get("rounds_cpu_s", float("nan"))
+        / (cfg.federation.cohort * len(res["round_s"])),
         **{k: float(sum(res[k])) / len(res[k]) for k in PHASE_COLUMNS if res.get(k)},  # s per round
-    }  # fmt: skip
+    }
 
 
 def write_report(runs: pd.DataFrame, util: pd.DataFrame, args: argparse.Namespace, notes: list[str]) -> Path:
@@ -166,20 +191,20 @@ def write_report(runs: pd.DataFrame, util: pd.DataFrame, args: argparse.Namespac
         "# Throughput: dp2fl-ray vs a naive loop vs Flower's simulation engine",
         "",
         (
-            f"Written by `experiments/benchmarks/throughput.py{' --quick' if args.quick else ''}` on {stamp}; "
-            f"{os.cpu_count()} CPU cores ({cpu_description()}), shared with other work (noisy): "
+            f"Written by `experiments/benchmarks/throughput.py{' --quick' if args.quick else ''}` on "
+            f"{stamp}; {os.cpu_count()} CPU cores ({cpu_description()}), shared with other work (noisy): "
             f"medians of {args.reps} interleaved runs."
         ),
         (
-            "client-updates/s = clients trained per round x rounds / wall time of the rounds (start-up apart). "
-            "`x naive` = this arm's client-updates/s over the float32 naive loop's on the `transformers` "
-            "backbone (the transformers model as is, dynamic padding: the headline baseline); "
+            "client-updates/s = clients trained per round x rounds / wall time of the rounds (start-up "
+            "apart). `x naive` = this arm's client-updates/s over the float32 naive loop's on the "
+            "`transformers` backbone (the transformers model as is, dynamic padding: the headline baseline); "
             "`x naive (reference)` = the same against the loop padding every text to 32 tokens; "
             "`x naive, training` = the naive loop's training-phase seconds per round over this arm's. "
             "Peak RSS: the arm's whole process tree (Ray processes included), sampled every 0.2 s. "
-            "CPU s / update: CPU seconds of that tree during the rounds per client-update; steadier than wall "
-            "time on a shared machine (Ray workers run at nice 15, so others' load slows Ray arms' wall time "
-            "most); `CPU x naive` = the headline naive loop's CPU s / update over this arm's."
+            "CPU s / update: CPU seconds of that tree during the rounds per client-update; steadier than "
+            "wall time on a shared machine (Ray workers run at nice 15, so others' load slows Ray arms' wall "
+            "time most); `CPU x naive` = the headline naive loop's CPU s / update over this arm's."
         ),
         "",
         markdown_table(summary, SUMMARY_COLUMNS),
@@ -267,7 +292,8 @@ def main() -> None:
     if "flower" in arms and not BENCH_PYTHON.exists():
         arms.remove("flower")
         notes.append(
-            f"Flower arm skipped: no {BENCH_PYTHON} (python3 -m venv .venv-bench; pip install 'flwr[simulation]' and this package)"
+            f"Flower arm skipped: no {BENCH_PYTHON} (python3 -m venv .venv-bench; pip install "
+            "'flwr[simulation]' and this package)"
         )
     scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"dp2fl-throughput-{os.getpid()}"
     scratch.mkdir(parents=True, exist_ok=True)
@@ -290,14 +316,20 @@ def main() -> None:
                         row = run_arm(section, workload, arm, dtype, baseline, args, scratch)
                         break
                     except RuntimeError as exc:  # one failed run must not lose the others
-                        notes.append(f"rep {rep} {workload} {section} {arm} {dtype} {baseline} attempt {attempt + 1} failed: "
-                                     f"{str(exc).splitlines()[-1][:200]}")  # fmt: skip
+                        notes.append(
+                            f"rep {rep} {workload} {section} {arm} {dtype} {baseline} attempt {attempt + 1} "
+                            f"failed: {str(exc).splitlines()[-1][:200]}"
+                        )
                         print(exc, flush=True)
                 if row is None:
                     continue
                 rows.append({**row, "rep": rep, "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d")})
-                print(f"rep {rep} {workload:6s} {section:8s} {arm:9s} {dtype:8s} {baseline:9s} {row['updates_per_s']:6.2f} updates/s "
-                      f"acc {row['final_acc']:.3f} peak {row['peak_rss_mb']:.0f} MiB ({time.perf_counter() - t:.0f} s)", flush=True)  # fmt: skip
+                print(
+                    f"rep {rep} {workload:6s} {section:8s} {arm:9s} {dtype:8s} {baseline:9s} "
+                    f"{row['updates_per_s']:6.2f} updates/s acc {row['final_acc']:.3f} peak "
+                    f"{row['peak_rss_mb']:.0f} MiB ({time.perf_counter() - t:.0f} s)",
+                    flush=True,
+                )
                 save(rows, util_rows, args, notes)
             if (
                 not args.no_utilisation and rep == 0 and workload == "minilm"
@@ -334,8 +366,22 @@ def utilisation_rows(
     for dtype, backbone in (("float32", "package"), ("bfloat16", "package"), ("float32", "reference")):
         if dtype not in args.dtypes:
             continue
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "utilisation", "--workload", workload,
-               "--algorithm", "promptfl", "--dtype", dtype, "--baseline", backbone, "--result", str(scratch / "u.json")]  # fmt: skip
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            "utilisation",
+            "--workload",
+            workload,
+            "--algorithm",
+            "promptfl",
+            "--dtype",
+            dtype,
+            "--baseline",
+            backbone,
+            "--result",
+            str(scratch / "u.json"),
+        ]
         try:
             res = run_child(cmd + (["--quick"] if args.quick else []), scratch / "u.json", args.timeout)
         except RuntimeError as exc:

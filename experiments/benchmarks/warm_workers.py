@@ -83,14 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     med = frame.groupby("arm")[["wall_s", "startup_s"]].median()
     ratio = med.loc["cold", "wall_s"] / med.loc["warm", "wall_s"]
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    per_rep = frame.pivot(index="rep", columns="arm", values="wall_s")[["cold", "warm"]].to_numpy()
     lines = [
         "# What `runtime.keep_workers` saves",
         "",
         (
             f"Written by `experiments/benchmarks/warm_workers.py` on "
-            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} CPU cores (load average {load} "
-            f"at the end); the suite's tiny CLIP on digits, 2 workers, 2 rounds; {args.reps} interleaved "
-            "rep(s), medians. Quote the ratio, not the seconds."
+            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} CPU cores (load average "
+            f"{load} at the end); the suite's tiny CLIP on digits, 2 workers, 2 rounds; {args.reps} "
+            "interleaved rep(s), medians. Quote the ratio, not the seconds."
         ),
         "",
         "| arm | wall s (median) | start-up s (median) |",
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "",
         f"Cold over warm wall time: {ratio:.2f}x. Warm runs' numbers equal the cold runs': {same}.",
-        f"Per-rep wall seconds (cold, warm): {np.round(frame.pivot(index='rep', columns='arm', values='wall_s')[['cold', 'warm']].to_numpy(), 1).tolist()}.",
+        f"Per-rep wall seconds (cold, warm): {np.round(per_rep, 1).tolist()}.",
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "warm_workers.md").write_text("\n".join(lines) + "\n")

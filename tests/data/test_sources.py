@@ -248,7 +248,10 @@ def test_the_bundled_digits_file_reads_as_scikit_learns_load_digits() -> None:
     np.testing.assert_array_equal(pixels, bunch.images)
     np.testing.assert_array_equal(labels, bunch.target)
     assert labels.dtype == np.int64 and pixels.shape == (1797, 8, 8)
-    probe = "import sys\nfrom dp2fl_ray.data import load_source\nload_source('digits')\nprint('sklearn' in sys.modules)"
+    probe = (
+        "import sys\nfrom dp2fl_ray.data import load_source\nload_source('digits')\n"
+        "print('sklearn' in sys.modules)"
+    )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=120
     )

@@ -98,7 +98,8 @@ def test_sharded_behaves_like_memory_under_any_sequence(
 
 @pytest.mark.parametrize("backend", ["memory", "sharded"])
 def test_checkpoint_is_plain_data_and_restores_the_rows_of_that_moment(tmp_path: Path, backend: str) -> None:
-    store = open_store(StoreConfig(backend=backend, shard_size=2), str(tmp_path / "store"))  # type: ignore[arg-type]
+    config = StoreConfig(backend=backend, shard_size=2)  # type: ignore[arg-type]
+    store = open_store(config, str(tmp_path / "store"))
     store.put_many([1, 4], [ClientState(np.array([1.0, 2.0], np.float32), 0.5, 1),
                             ClientState(np.array([3.0, 4.0], np.float32), 0.25, 2)])  # fmt: skip
     saved = store.checkpoint("round-00001")
