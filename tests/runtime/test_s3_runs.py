@@ -134,7 +134,9 @@ def run_on_three_nodes(config_path: str, out: str) -> None:
         for name in ray.util.list_named_actors():
             if name.startswith("dp2fl:"):
                 actor = ray.get_actor(name)
-                node = actor.node_id.remote() if name.endswith(":aggregator") else actor.ping.remote()
+                node: ray.ObjectRef[str] = (
+                    actor.node_id.remote() if name.endswith(":aggregator") else actor.ping.remote()
+                )
                 placement[name.rsplit(":", 1)[1]] = names[ray.get(node)]
 
     @ray.remote(num_cpus=0)
