@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -172,3 +173,10 @@ def iter_chunks(n: int, size: int) -> Iterator[slice]:
     """Consecutive slices of ``range(n)`` of at most ``size`` elements."""
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
+
+
+def require_pretrained_weights(path: str, save_hint: str) -> None:
+    """Fail with a ``ModelError`` naming the fix when directory ``path`` holds no weight file
+    of a ``save_pretrained`` model, before transformers gives a less direct error."""
+    if os.path.isdir(path) and not any(f.endswith((".safetensors", ".bin")) for f in os.listdir(path)):
+        raise ModelError(f"model.path {path!r} has no weights (*.safetensors or *.bin); save {save_hint}")

@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from dp2fl_ray.errors import ModelError
-from dp2fl_ray.models.base import DTYPES, TINY_BACKBONE_SEED, DualPromptModel
+from dp2fl_ray.models.base import DTYPES, TINY_BACKBONE_SEED, DualPromptModel, require_pretrained_weights
 from dp2fl_ray.models.bert_prompt import BertPrompt
 
 MINILM = "minilm"
@@ -106,11 +106,7 @@ def load_bert(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
             f"model.path {path!r} is not a directory; point it at a directory written by "
             "AutoModel.save_pretrained and tokenizer.save_pretrained, or use model.path=minilm"
         )
-    if not any(f.endswith((".safetensors", ".bin")) for f in os.listdir(path)):
-        raise ModelError(
-            f"model.path {path!r} has no weights (*.safetensors or *.bin); save the encoder there "
-            "with model.save_pretrained(path)"
-        )
+    require_pretrained_weights(path, "the encoder there with model.save_pretrained(path)")
     try:
         bert = AutoModel.from_pretrained(path, attn_implementation="sdpa")
         tokenizer = AutoTokenizer.from_pretrained(path)

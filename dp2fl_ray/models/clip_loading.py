@@ -6,7 +6,6 @@ a worker never imports the other backbones' libraries.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +13,7 @@ import torch
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel, PreTrainedTokenizerBase
 
 from dp2fl_ray.errors import ModelError
-from dp2fl_ray.models.base import DTYPES, TINY_BACKBONE_SEED, DualPromptModel
+from dp2fl_ray.models.base import DTYPES, TINY_BACKBONE_SEED, DualPromptModel, require_pretrained_weights
 from dp2fl_ray.models.clip_maple import ClipMaple
 from dp2fl_ray.models.tokenizer import BOS, EOS, PAD, SPECIAL_IDS, build_word_tokenizer
 
@@ -59,11 +58,7 @@ def build_tiny_clip(
 
 def load_clip(path: str) -> tuple[CLIPModel, PreTrainedTokenizerBase]:
     """``CLIPModel`` and its tokenizer from a directory written by ``save_pretrained``."""
-    if os.path.isdir(path) and not any(f.endswith((".safetensors", ".bin")) for f in os.listdir(path)):
-        raise ModelError(
-            f"model.path {path!r} has no weights (*.safetensors or *.bin); save the model "
-            "there with CLIPModel.save_pretrained(path)"
-        )
+    require_pretrained_weights(path, "the model there with CLIPModel.save_pretrained(path)")
     try:
         clip = CLIPModel.from_pretrained(path, attn_implementation="sdpa")
         tokenizer = AutoTokenizer.from_pretrained(path)
