@@ -27,6 +27,10 @@ COMMANDS = {
         "dp2fl_ray.commands.report",
         "write report.md and PNG plots of one run, or compare several runs into --out",
     ),
+    "diff": (
+        "dp2fl_ray.commands.diff",
+        "whether two runs have the same numbers, table by table (exit 1 if not)",
+    ),
 }
 
 
