@@ -29,8 +29,9 @@ GEMMs cost nothing and the rest (attention, LayerNorm, GELU, gathers, the optimi
 stayed: ``naive CPU-s / (arm CPU-s x (1 - GEMM share))``.
 Where AMX makes bf16 GEMMs ~10x cheaper than float32's, that is the bf16 arm's ceiling.
 
-Writes ``results/benchmarks/headroom.md`` (``--quick``: ``headroom_quick.md``, a 2-client
-federation, for the suite).
+Writes ``results/benchmarks/headroom.md`` (``--quick``: ``headroom_quick.md``, 2 clients and
+2 models, a smoke run of the script). The suite runs ``measure`` on a tiny BERT instead
+(``tests/test_benchmarks.py``).
 """
 
 from __future__ import annotations
