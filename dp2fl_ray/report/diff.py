@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,7 @@ class RunDiff:
     a: Path
     b: Path
     tables: tuple[TableDiff, ...]
-    ignored: tuple[str, ...] = field(default=())
+    ignored: tuple[str, ...] = ()
 
     @property
     def identical(self) -> bool:
@@ -153,10 +153,9 @@ def format_diff(diff: RunDiff) -> str:
     lines = [f"A: {diff.a}", f"B: {diff.b}"]
     for t in diff.tables:
         head = f"metrics/{t.table}:"
-        if not (t.in_a and t.in_b):
+        if t.rows is None:  # a table one run has and the other does not
             lines.append(f"{head} only in {'A' if t.in_a else 'B'}")
             continue
-        assert t.rows is not None
         if t.rows[0] != t.rows[1]:
             lines.append(f"{head} {t.rows[0]} rows in A, {t.rows[1]} in B")
         else:
