@@ -499,8 +499,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     Keys are not checked here: validation does that, with suggestions, on the result.
 
     An override of ``algorithm.name`` switches the algorithm first (``switch_algorithm``): the
-    base's options that the new algorithm does not take are dropped, while an unknown option
-    set by an override is still an error.
+    base's options for another method are dropped, while an unknown option set by an
+    override is still an error.
 
     Raises:
         ConfigError: an override has no ``=``, an empty key part or an unparsable value, or
@@ -525,20 +525,20 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 
 
 def switch_algorithm(data: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """A copy of a config tree running algorithm ``name``, keeping only the options it takes.
+    """A copy of a config tree running algorithm ``name`` with that method's default options.
 
     Sweeps and ``--set algorithm.name=...`` use it, so a base written for one method (say
-    DP2FL's ``alpha``) can run another without listing every method's options.
+    DP2FL's ``alpha``) can run another without listing every method's options. Switching to
+    another method drops *every* option of the base's method, even one the new method also
+    has: a name means what its method says (DP2FL's ``eps`` guards a logarithm, FedOTP's is
+    the transport's entropic weight), so carrying a value across would change a run silently.
+    Set the new method's options after the switch (later ``--set``s, the sweep's space).
     """
     result = _copy_tree(data)
     section = result.get("algorithm")
     section = dict(section) if isinstance(section, Mapping) else {}
     if section.get("name", AlgorithmConfig.name) != name:
-        try:
-            accepted = {f.name for f in dataclasses.fields(algorithm_class(name).options_type)}
-        except ConfigError:
-            accepted = set()  # an unknown name fails with its own message when the config is built
-        section = {k: v for k, v in section.items() if k in accepted}
+        section = {}
     section["name"] = name
     result["algorithm"] = section
     return result

@@ -307,8 +307,8 @@ def _set_values(tree: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str,
     """A copy of ``tree`` with ``tree[a][b] = value`` for each ``"a.b": value`` (values kept as given).
 
     A value for ``algorithm.name`` switches method first (``config.switch_algorithm``): the base's
-    options that the new method does not take are dropped. A mapping value set on a config section
-    merges into it: ``data.partition: {scheme: dirichlet, alpha: 0.1}`` changes those two fields
+    options for another method are dropped (the trial's own values then apply). A mapping value
+    set on a config section merges into it: ``data.partition: {scheme: dirichlet, alpha: 0.1}`` changes those two fields
     and keeps the base's others (shots, fractions), so one grid can walk a joint axis such as the
     partition scheme with its alpha.
     """

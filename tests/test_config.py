@@ -514,3 +514,17 @@ def test_joins_and_new_clients_past_the_population_cap_are_refused_at_config_tim
         {"federation": {"population": 10, "cohort": 10, "joins": "5@2,5@3", "new_clients": 2}}
     )
     assert ok.federation.joins == "5@2,5@3"
+
+
+def test_switching_method_drops_an_option_of_the_same_name_that_means_something_else() -> None:
+    """DP2FL's ``eps`` (a log guard, 1e-8) must not become FedOTP's entropic weight (0.01)."""
+    from dp2fl_ray.config import apply_overrides, config_from_dict, switch_algorithm
+
+    base = {"name": "t", "algorithm": {"name": "dp2fl", "alpha": 1.2, "eps": 1e-8}}
+    switched = switch_algorithm(base, "fedotp")
+    assert switched["algorithm"] == {"name": "fedotp"}
+    options = config_from_dict(switched).algorithm.options
+    assert options.eps == 0.01  # type: ignore[union-attr]
+    again = apply_overrides(base, ["algorithm.eps=0.05", "algorithm.name=fedotp"])
+    assert again["algorithm"] == {"name": "fedotp", "eps": 0.05}  # a later --set still applies
+    assert switch_algorithm(base, "dp2fl")["algorithm"]["eps"] == 1e-8  # no switch: kept
