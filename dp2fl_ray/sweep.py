@@ -308,9 +308,9 @@ def _set_values(tree: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str,
 
     A value for ``algorithm.name`` switches method first (``config.switch_algorithm``): the base's
     options for another method are dropped (the trial's own values then apply). A mapping value
-    set on a config section merges into it: ``data.partition: {scheme: dirichlet, alpha: 0.1}`` changes those two fields
-    and keeps the base's others (shots, fractions), so one grid can walk a joint axis such as the
-    partition scheme with its alpha.
+    set on a config section merges into it: ``data.partition: {scheme: dirichlet, alpha: 0.1}``
+    changes those two fields and keeps the base's others (shots, fractions), so one grid can
+    walk a joint axis such as the partition scheme with its alpha.
     """
     result = json.loads(json.dumps(tree))  # a deep copy of plain YAML data
     if isinstance(values.get("algorithm.name"), str):  # first: the base's other-method options go

@@ -40,7 +40,7 @@ class ColumnDiff:
 
 @dataclass(frozen=True)
 class TableDiff:
-    """One table of both runs. ``rows`` is ``None`` for a table only one run has."""
+    """One table of both runs. ``rows`` is ``None`` for a table only one run has (``only_in``)."""
 
     table: str
     rows: tuple[int, int] | None
@@ -48,13 +48,20 @@ class TableDiff:
     columns: tuple[ColumnDiff, ...] = ()
     only_in_a: tuple[str, ...] = ()
     only_in_b: tuple[str, ...] = ()
-    in_a: bool = True
-    in_b: bool = True
+    only_in: str | None = None  # "A" or "B": the run that has this table
+
+    @property
+    def in_a(self) -> bool:
+        return self.only_in != "B"
+
+    @property
+    def in_b(self) -> bool:
+        return self.only_in != "A"
 
     @property
     def identical(self) -> bool:
         return (
-            self.in_a and self.in_b and self.rows is not None and self.rows[0] == self.rows[1]
+            self.rows is not None and self.rows[0] == self.rows[1]
             and not self.columns and not self.only_in_a and not self.only_in_b
         )  # fmt: skip
 
@@ -142,7 +149,7 @@ def diff_runs(
     tables = []
     for name in sorted(names_a | names_b):
         if name not in names_a or name not in names_b:
-            tables.append(TableDiff(name, None, in_a=name in names_a, in_b=name in names_b))
+            tables.append(TableDiff(name, None, only_in="A" if name in names_a else "B"))
             continue
         tables.append(diff_tables(name, read_table(run_a, name), read_table(run_b, name), ignored, atol))
     return RunDiff(run_a, run_b, tuple(tables), ignored)
@@ -154,7 +161,7 @@ def format_diff(diff: RunDiff) -> str:
     for t in diff.tables:
         head = f"metrics/{t.table}:"
         if t.rows is None:  # a table one run has and the other does not
-            lines.append(f"{head} only in {'A' if t.in_a else 'B'}")
+            lines.append(f"{head} only in {t.only_in}")
             continue
         if t.rows[0] != t.rows[1]:
             lines.append(f"{head} {t.rows[0]} rows in A, {t.rows[1]} in B")

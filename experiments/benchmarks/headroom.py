@@ -58,6 +58,7 @@ from workloads import workload_config
 from dp2fl_ray.config import ExperimentConfig
 from dp2fl_ray.engine import evaluate_pairs, train_clients
 from dp2fl_ray.models.bert_prompt import BertPrompt
+from dp2fl_ray.report.files import write_text
 from dp2fl_ray.runtime.work import WorkerCore, local_training
 from dp2fl_ray.seeding import derive_seed
 
@@ -111,10 +112,12 @@ def measure(config_of: Callable[[str], ExperimentConfig], clients: int, models: 
     """One row per (arm, phase), the naive loop first; ``config_of(dtype)`` gives the config."""
     torch.set_num_threads(1)
     rows: list[dict[str, Any]] = []
+    cores: dict[str, tuple[WorkerCore, float]] = {}  # per dtype: one core and one ceiling for its arms
     for arm, dtype, naive in (("naive loop", "float32", True), ("dp2fl-ray", "float32", False),
                               ("dp2fl-ray", "bfloat16", False)):  # fmt: skip
-        core = WorkerCore(config_of(dtype), num_threads=1)
-        ceiling = matmul_ceiling(DTYPES[dtype])
+        if dtype not in cores:
+            cores[dtype] = (WorkerCore(config_of(dtype), num_threads=1), matmul_ceiling(DTYPES[dtype]))
+        core, ceiling = cores[dtype]
         for phase, fn in phase_closures(core, naive, clients, models).items():
             flop_s, flops, seconds = achieved(fn)
             rows.append({"arm": arm, "dtype": dtype, "phase": phase, "gflop": flops / 1e9, "cpu_s": seconds,
@@ -183,10 +186,7 @@ def write(rows: list[dict[str, Any]], quick: bool) -> Path:
     lines += ["", "Issue 15's targets: " + "; ".join(f"{k}: {v}" for k, v in TARGETS.items()) + "."]
     out = OUT / ("headroom_quick.md" if quick else "headroom.md")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)
-    return out
+    return write_text(out, "\n".join(lines) + "\n")
 
 
 def main() -> None:

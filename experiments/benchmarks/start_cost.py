@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from dp2fl_ray.report.files import write_text
+
 REPO = Path(__file__).resolve().parents[2]
 EAGER = (
     "import timm, torch._inductor.compile_fx, dp2fl_ray.models.bert_loading, "
@@ -113,10 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         + ".\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    target = args.out / "start_cost.md"
-    partial = target.with_suffix(".md.tmp")
-    partial.write_text(text)
-    partial.replace(target)
+    write_text(args.out / "start_cost.md", text)
     print(text)
     return 0
 
